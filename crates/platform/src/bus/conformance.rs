@@ -1,0 +1,557 @@
+//! The bus port's conformance suite: one set of checks that every [`EventBus`] adapter must pass.
+//!
+//! Each check is a `pub async fn` taking a [`BusFactory`]; an adapter's tests call every one of them
+//! (see `tests/it/bus_sqlite.rs` in this crate). Topic and group names are unique per call, so the
+//! checks can share one broker. Waits poll a condition with a generous deadline: they end as soon as
+//! the condition holds and fail with what was seen when it never does.
+
+// A test suite: failing loudly is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use emporium_events::{Envelope, Event};
+use uuid::Uuid;
+
+use super::{
+    BatchHandler, Delivery, EventBus, InfraError, Record, SubscribeOptions,
+    consumer::{Consumer, EventHandler, HandlerError, RetryPolicy},
+    dlq::{self, DeadLetterStore},
+};
+use crate::storage::{Db, Migration, Tx};
+
+/// Opens clients of the bus under test. Every call must reach the same underlying log, so that a
+/// second client sees what the first wrote (that is how a restart is simulated).
+#[async_trait]
+pub trait BusFactory: Send + Sync {
+    async fn open(&self) -> Arc<dyn EventBus>;
+}
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn unique(name: &str) -> String {
+    format!("conformance-{name}-{}", Uuid::now_v7().simple())
+}
+
+fn record(topic: &str, key: &str, body: &str) -> Record {
+    Record {
+        topic: topic.to_owned(),
+        key: key.to_owned(),
+        payload: body.as_bytes().to_vec(),
+        headers: BTreeMap::from([("test".to_owned(), body.to_owned())]),
+    }
+}
+
+/// Collects every delivery it is handed.
+#[derive(Default)]
+struct Collector {
+    seen: Mutex<Vec<Delivery>>,
+}
+
+impl Collector {
+    fn bodies(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.record.payload).into_owned())
+            .collect()
+    }
+
+    fn deliveries(&self) -> Vec<Delivery> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl BatchHandler for Collector {
+    async fn handle(&self, batch: &[Delivery]) -> Result<(), InfraError> {
+        self.seen.lock().unwrap().extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn subscribe(
+    bus: &Arc<dyn EventBus>,
+    group: &str,
+    topic: &str,
+    handler: Arc<dyn BatchHandler>,
+) -> super::Subscription {
+    bus.subscribe(
+        SubscribeOptions {
+            group: group.to_owned(),
+            topics: vec![topic.to_owned()],
+            max_batch: 16,
+        },
+        handler,
+    )
+    .await
+    .expect("subscribe")
+}
+
+/// Records with one key arrive in the order they were published, whatever the batch sizes.
+pub async fn per_key_order_is_kept(factory: &dyn BusFactory) {
+    let bus = factory.open().await;
+    let topic = unique("order");
+    let keys = ["alpha", "bravo", "charlie", "delta"];
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        for key in keys {
+            pending.push(record(&topic, key, &format!("{key}:{i}")));
+        }
+    }
+    // Publish in uneven batches: 1, 2, 3, ... records per call.
+    let mut size = 1;
+    let mut rest = pending.as_slice();
+    while !rest.is_empty() {
+        let (now, later) = rest.split_at(size.min(rest.len()));
+        bus.publish(now).await.expect("publish");
+        rest = later;
+        size = size % 7 + 1;
+    }
+    let collector = Arc::new(Collector::default());
+    let sub = subscribe(&bus, &unique("g"), &topic, collector.clone()).await;
+    wait_until("all 200 records arrive", || collector.bodies().len() >= 200).await;
+    sub.stop().await;
+
+    let deliveries = collector.deliveries();
+    for key in keys {
+        let sequence: Vec<u32> = deliveries
+            .iter()
+            .filter(|d| d.record.key == key)
+            .map(|d| {
+                let body = String::from_utf8_lossy(&d.record.payload).into_owned();
+                body.rsplit(':').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert_eq!(sequence, (0..50).collect::<Vec<_>>(), "order of key {key}");
+        let partitions: HashSet<u32> = deliveries
+            .iter()
+            .filter(|d| d.record.key == key)
+            .map(|d| d.partition)
+            .collect();
+        assert_eq!(
+            partitions.len(),
+            1,
+            "key {key} spread over partitions {partitions:?}"
+        );
+    }
+    let first = &deliveries[0];
+    assert_eq!(
+        first.record.header("test"),
+        Some(String::from_utf8_lossy(&first.record.payload).as_ref()),
+        "headers travel with the record"
+    );
+}
+
+/// A second group sees every record the first one does.
+pub async fn every_group_sees_every_record(factory: &dyn BusFactory) {
+    let bus = factory.open().await;
+    let topic = unique("groups");
+    let records: Vec<Record> = (0..100)
+        .map(|i| record(&topic, &format!("k{}", i % 13), &format!("r{i}")))
+        .collect();
+    bus.publish(&records).await.expect("publish");
+    let first = Arc::new(Collector::default());
+    let second = Arc::new(Collector::default());
+    let a = subscribe(&bus, &unique("first"), &topic, first.clone()).await;
+    let b = subscribe(&bus, &unique("second"), &topic, second.clone()).await;
+    wait_until("both groups have 100 records", || {
+        first.bodies().len() >= 100 && second.bodies().len() >= 100
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    let expected: HashSet<String> = (0..100).map(|i| format!("r{i}")).collect();
+    assert_eq!(first.bodies().into_iter().collect::<HashSet<_>>(), expected);
+    assert_eq!(
+        second.bodies().into_iter().collect::<HashSet<_>>(),
+        expected
+    );
+}
+
+/// A consumer that stops and comes back (with a new client) resumes after its committed offset.
+pub async fn a_restarted_consumer_resumes_from_its_committed_offset(factory: &dyn BusFactory) {
+    let topic = unique("resume");
+    let group = unique("g");
+    {
+        let bus = factory.open().await;
+        let records: Vec<Record> = (0..30)
+            .map(|i| record(&topic, &format!("k{}", i % 5), &format!("old{i}")))
+            .collect();
+        bus.publish(&records).await.expect("publish");
+        let collector = Arc::new(Collector::default());
+        let sub = subscribe(&bus, &group, &topic, collector.clone()).await;
+        wait_until("the first 30 arrive", || collector.bodies().len() >= 30).await;
+        sub.stop().await;
+    }
+    let bus = factory.open().await;
+    let records: Vec<Record> = (0..20)
+        .map(|i| record(&topic, &format!("k{}", i % 5), &format!("new{i}")))
+        .collect();
+    bus.publish(&records).await.expect("publish");
+    let collector = Arc::new(Collector::default());
+    let sub = subscribe(&bus, &group, &topic, collector.clone()).await;
+    wait_until("the 20 new records arrive", || {
+        collector
+            .bodies()
+            .iter()
+            .filter(|b| b.starts_with("new"))
+            .count()
+            >= 20
+    })
+    .await;
+    sub.stop().await;
+    // Within a partition, a redelivered old record would have come before the new ones.
+    let old: Vec<String> = collector
+        .bodies()
+        .into_iter()
+        .filter(|b| b.starts_with("old"))
+        .collect();
+    assert!(old.is_empty(), "committed records delivered again: {old:?}");
+    let lag: u64 = bus
+        .lag()
+        .await
+        .expect("lag")
+        .iter()
+        .filter(|l| l.group == group)
+        .map(|l| l.lag())
+        .sum();
+    assert_eq!(lag, 0, "the group has committed everything");
+}
+
+/// Several producers at once: every record arrives, and each producer's key keeps its order.
+pub async fn nothing_is_lost_with_concurrent_producers(factory: &dyn BusFactory) {
+    let bus = factory.open().await;
+    let topic = unique("producers");
+    let collector = Arc::new(Collector::default());
+    let sub = subscribe(&bus, &unique("g"), &topic, collector.clone()).await;
+    let mut producers = tokio::task::JoinSet::new();
+    for p in 0..8 {
+        let bus = bus.clone();
+        let topic = topic.clone();
+        producers.spawn(async move {
+            let mut i = 0;
+            let mut size = p % 5 + 1;
+            while i < 100 {
+                let batch: Vec<Record> = (i..(i + size).min(100))
+                    .map(|n| record(&topic, &format!("producer{p}"), &format!("{p}:{n}")))
+                    .collect();
+                i += batch.len();
+                bus.publish(&batch).await.expect("publish");
+                size = size % 9 + 1;
+            }
+        });
+    }
+    while let Some(joined) = producers.join_next().await {
+        joined.expect("producer task");
+    }
+    wait_until("800 records arrive", || collector.bodies().len() >= 800).await;
+    sub.stop().await;
+    let bodies = collector.bodies();
+    let unique_bodies: HashSet<&String> = bodies.iter().collect();
+    assert_eq!(unique_bodies.len(), 800, "lost or duplicated records");
+    for p in 0..8 {
+        let sequence: Vec<usize> = bodies
+            .iter()
+            .filter_map(|b| b.strip_prefix(&format!("{p}:")))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(
+            sequence,
+            (0..100).collect::<Vec<_>>(),
+            "order of producer {p}"
+        );
+    }
+}
+
+/// A batch whose handler reports infrastructure trouble is delivered again, and nothing is
+/// dead-lettered for it.
+pub async fn infrastructure_errors_redeliver_without_dead_lettering(factory: &dyn BusFactory) {
+    struct Flaky {
+        failures_left: Mutex<u32>,
+        inner: Collector,
+    }
+    #[async_trait]
+    impl BatchHandler for Flaky {
+        async fn handle(&self, batch: &[Delivery]) -> Result<(), InfraError> {
+            let fail = {
+                let mut left = self.failures_left.lock().unwrap();
+                let fail = *left > 0;
+                *left = left.saturating_sub(1);
+                fail
+            };
+            if fail {
+                return Err(InfraError("database is down".into()));
+            }
+            self.inner.handle(batch).await
+        }
+    }
+    let bus = factory.open().await;
+    let topic = unique("infra");
+    bus.publish(&[record(&topic, "k", "only")])
+        .await
+        .expect("publish");
+    let flaky = Arc::new(Flaky {
+        failures_left: Mutex::new(2),
+        inner: Collector::default(),
+    });
+    let sub = subscribe(&bus, &unique("g"), &topic, flaky.clone()).await;
+    wait_until("the record is handled after two failures", || {
+        !flaky.inner.bodies().is_empty()
+    })
+    .await;
+    sub.stop().await;
+    assert_eq!(flaky.inner.bodies(), vec!["only".to_owned()]);
+    assert_eq!(*flaky.failures_left.lock().unwrap(), 0);
+    let dead = Arc::new(Collector::default());
+    let dlq_topic = format!("{topic}{}", dlq::DLQ_SUFFIX);
+    // The DLQ topic may not exist at all; publishing a marker makes the check meaningful.
+    bus.publish(&[record(&dlq_topic, "k", "marker")])
+        .await
+        .expect("publish marker");
+    let sub = subscribe(&bus, &unique("dlq-reader"), &dlq_topic, dead.clone()).await;
+    wait_until("the marker arrives", || !dead.bodies().is_empty()).await;
+    sub.stop().await;
+    assert_eq!(
+        dead.bodies(),
+        vec!["marker".to_owned()],
+        "nothing but the marker on the DLQ"
+    );
+}
+
+/// A service-like handler on a temporary SQLite database: records each applied event, fails on
+/// events whose product id is in `poison` while `healed` is false.
+struct Ledger {
+    poison: Uuid,
+    healed: Arc<Mutex<bool>>,
+    attempts: Arc<Mutex<HashMap<Uuid, u32>>>,
+}
+
+const LEDGER: &[Migration] = &[Migration::portable(
+    100,
+    "ledger",
+    "CREATE TABLE ledger (event_id TEXT NOT NULL, product_id TEXT NOT NULL)",
+)];
+
+#[async_trait]
+impl EventHandler for Ledger {
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> Result<(), HandlerError> {
+        let Event::ProductDeleted(deleted) = &event.event else {
+            return Ok(());
+        };
+        *self
+            .attempts
+            .lock()
+            .unwrap()
+            .entry(deleted.product_id)
+            .or_default() += 1;
+        if deleted.product_id == self.poison && !*self.healed.lock().unwrap() {
+            return Err(HandlerError::Failed("poison event".into()));
+        }
+        sqlx::query("INSERT INTO ledger (event_id, product_id) VALUES ($1, $2)")
+            .bind(event.event_id.to_string())
+            .bind(deleted.product_id.to_string())
+            .execute(tx.conn())
+            .await?;
+        Ok(())
+    }
+}
+
+async fn ledger_rows(db: &Db) -> Vec<String> {
+    sqlx::query_scalar("SELECT product_id FROM ledger ORDER BY rowid")
+        .fetch_all(db.reader())
+        .await
+        .unwrap()
+}
+
+fn deletion(topic: &str, key: &str, product: Uuid) -> (Envelope, Record) {
+    let envelope = Envelope::new(
+        "conformance",
+        "corr-1",
+        None,
+        Event::ProductDeleted(emporium_events::ProductDeleted {
+            product_id: product,
+        }),
+    );
+    let mut record = Record::from_envelope(&envelope).unwrap();
+    record.topic = topic.to_owned();
+    record.key = key.to_owned();
+    (envelope, record)
+}
+
+const RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    backoff: Duration::from_millis(5),
+    backoff_max: Duration::from_millis(20),
+};
+
+/// A failing event reaches `<topic>.dlq` after the configured attempts, the partition moves on, and
+/// replaying it from the dead-letter store applies it once the handler is fixed.
+pub async fn a_failing_event_is_dead_lettered_and_can_be_replayed(factory: &dyn BusFactory) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
+        .await
+        .unwrap();
+    db.migrate(LEDGER).await.unwrap();
+    let ops = Db::open_sqlite("ops", &dir.path().join("ops.db"))
+        .await
+        .unwrap();
+    ops.migrate(dlq::MIGRATIONS).await.unwrap();
+
+    let bus = factory.open().await;
+    let topic = unique("poison");
+    let (before, poison, after) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let records: Vec<Record> = [before, poison, after]
+        .iter()
+        .map(|p| deletion(&topic, "same-key", *p).1)
+        .collect();
+    bus.publish(&records).await.unwrap();
+
+    let healed = Arc::new(Mutex::new(false));
+    let attempts = Arc::new(Mutex::new(HashMap::new()));
+    let consumer = Consumer::new(
+        "conformance",
+        unique("g"),
+        db.clone(),
+        bus.clone(),
+        Ledger {
+            poison,
+            healed: healed.clone(),
+            attempts: attempts.clone(),
+        },
+        RETRY,
+    );
+    let sub = consumer.spawn(&[&topic], 16).await.unwrap();
+    let store = DeadLetterStore::new(ops.clone(), bus.clone());
+    let collecting = store.collect(std::slice::from_ref(&topic)).await.unwrap();
+
+    let mut rows = Vec::new();
+    for _ in 0..3000 {
+        rows = ledger_rows(&db).await;
+        if rows.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        rows,
+        vec![before.to_string(), after.to_string()],
+        "the partition moved on past the poison"
+    );
+    assert_eq!(
+        attempts.lock().unwrap()[&poison],
+        RETRY.max_attempts,
+        "attempted exactly max_attempts times"
+    );
+
+    let mut letters = Vec::new();
+    for _ in 0..3000 {
+        letters = store.list(10).await.unwrap();
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(letters.len(), 1, "one dead letter");
+    let letter = &letters[0];
+    assert_eq!(letter.topic, topic);
+    assert_eq!(letter.attempts, RETRY.max_attempts);
+    assert_eq!(letter.event_type.as_deref(), Some("ProductDeleted"));
+    assert!(letter.error.contains("poison event"), "{}", letter.error);
+    assert_eq!(store.pending().await.unwrap(), 1);
+
+    *healed.lock().unwrap() = true;
+    store.replay(&letter.id).await.unwrap();
+    for _ in 0..3000 {
+        rows = ledger_rows(&db).await;
+        if rows.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        rows,
+        vec![before.to_string(), after.to_string(), poison.to_string()],
+        "the replayed event is applied once"
+    );
+    assert_eq!(
+        store.pending().await.unwrap(),
+        0,
+        "a replayed letter is no longer pending"
+    );
+    sub.stop().await;
+    collecting.stop().await;
+}
+
+/// The same event delivered twice (published twice) takes effect once, through the inbox.
+pub async fn an_event_delivered_twice_takes_effect_once(factory: &dyn BusFactory) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
+        .await
+        .unwrap();
+    db.migrate(LEDGER).await.unwrap();
+    let bus = factory.open().await;
+    let topic = unique("twice");
+    let (envelope, record) = deletion(&topic, "k", Uuid::now_v7());
+    let (other, other_record) = deletion(&topic, "k", Uuid::now_v7());
+    // Twice in one batch and once more on its own, then a different event as a marker.
+    bus.publish(&[record.clone(), record.clone()])
+        .await
+        .unwrap();
+    bus.publish(&[record, other_record]).await.unwrap();
+    let group = unique("g");
+    let consumer = Consumer::new(
+        "conformance",
+        group.clone(),
+        db.clone(),
+        bus.clone(),
+        Ledger {
+            poison: Uuid::nil(),
+            healed: Arc::new(Mutex::new(true)),
+            attempts: Arc::default(),
+        },
+        RETRY,
+    );
+    let sub = consumer.spawn(&[&topic], 16).await.unwrap();
+    wait_until_rows(&db, 2).await;
+    sub.stop().await;
+    let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM ledger ORDER BY rowid")
+        .fetch_all(db.reader())
+        .await
+        .unwrap();
+    assert_eq!(
+        ids,
+        vec![envelope.event_id.to_string(), other.event_id.to_string()]
+    );
+    assert!(db.inbox_contains(&group, envelope.event_id).await.unwrap());
+}
+
+async fn wait_until_rows(db: &Db, n: usize) {
+    for _ in 0..3000 {
+        if ledger_rows(db).await.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "timed out waiting for {n} ledger rows: {:?}",
+        ledger_rows(db).await
+    );
+}

@@ -1,0 +1,320 @@
+//! Consumers: the one obvious way for a service to handle events.
+//!
+//! A service implements [`EventHandler`] — apply one event inside a transaction, emit what follows —
+//! and [`Consumer::spawn`] does the rest, the same on every bus:
+//! - **exactly-once effect**: each event's id is recorded in the inbox in the handler's transaction,
+//!   and a redelivered event is skipped; the offset is committed only after that transaction;
+//! - **batching**: a batch from one partition is applied in one transaction when every event in it
+//!   succeeds; if one fails, the batch is rolled back and applied one event at a time;
+//! - **retries**: a failing event is retried with exponential backoff and full jitter, up to
+//!   `max_attempts`, then moved to `<topic>.dlq` with the error and attempt count, and the partition
+//!   moves on; an event that cannot be decoded goes there at once;
+//! - **infrastructure errors** (database down) never dead-letter: the batch is redelivered after a pause.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use emporium_events::Envelope;
+use tracing::Instrument;
+
+use super::{BatchHandler, Delivery, EventBus, InfraError, SubscribeOptions, Subscription, dlq};
+use crate::{
+    config::BusConfig,
+    storage::{Db, EventContext, StorageError, Tx},
+};
+
+/// Why an event could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The event (or the code handling it) is at fault: retry, then dead-letter.
+    #[error("{0}")]
+    Failed(String),
+    /// The infrastructure is: pause and redeliver, never dead-letter.
+    #[error("infrastructure: {0}")]
+    Infra(String),
+}
+
+impl From<StorageError> for HandlerError {
+    fn from(e: StorageError) -> Self {
+        if e.is_unavailable() {
+            HandlerError::Infra(e.to_string())
+        } else {
+            HandlerError::Failed(e.to_string())
+        }
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        StorageError::from(e).into()
+    }
+}
+
+/// What a service writes to handle events.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies `event` inside `tx`. The event is already recorded in the inbox; events emitted with
+    /// [`Tx::emit`] name it as their cause. Events a handler does not care about are simply ignored.
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+/// Retry policy for failing events.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+impl RetryPolicy {
+    pub fn from_config(bus: &BusConfig) -> Self {
+        RetryPolicy {
+            max_attempts: bus.max_attempts.max(1),
+            backoff: bus.retry_backoff,
+            backoff_max: bus.retry_backoff_max,
+        }
+    }
+
+    /// Full jitter: uniform in `[0, min(max, base * 2^(attempt-1))]`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .backoff
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)))
+            .min(self.backoff_max);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// A service's consumer: one group, some topics, one handler, one database.
+pub struct Consumer<H> {
+    /// The service name (`source` of emitted events).
+    source: &'static str,
+    /// The consumer group, also the inbox's consumer name.
+    group: String,
+    db: Db,
+    bus: Arc<dyn EventBus>,
+    handler: H,
+    retry: RetryPolicy,
+}
+
+impl<H: EventHandler> Consumer<H> {
+    pub fn new(
+        source: &'static str,
+        group: impl Into<String>,
+        db: Db,
+        bus: Arc<dyn EventBus>,
+        handler: H,
+        retry: RetryPolicy,
+    ) -> Self {
+        Consumer {
+            source,
+            group: group.into(),
+            db,
+            bus,
+            handler,
+            retry,
+        }
+    }
+
+    /// Subscribes to `topics` and starts delivering.
+    pub async fn spawn(
+        self,
+        topics: &[&str],
+        max_batch: usize,
+    ) -> Result<Subscription, super::BusError> {
+        let bus = self.bus.clone();
+        let options = SubscribeOptions {
+            group: self.group.clone(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            max_batch,
+        };
+        bus.subscribe(options, Arc::new(self)).await
+    }
+
+    /// Applies the events in one transaction. On failure nothing is left behind and the error says
+    /// which event failed (the ones before it succeeded in the rolled-back transaction).
+    async fn apply_all(
+        &self,
+        events: &[(&Delivery, Envelope)],
+    ) -> Result<(), (usize, HandlerError)> {
+        let mut tx = self
+            .db
+            .begin(EventContext::request(self.source, ""))
+            .await
+            .map_err(|e| (0, e.into()))?;
+        for (index, (_, envelope)) in events.iter().enumerate() {
+            self.apply_in(&mut tx, envelope)
+                .await
+                .map_err(|e| (index, e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| (events.len().saturating_sub(1), e.into()))
+    }
+
+    /// Applies a run of decoded events: all in one transaction when they all succeed; otherwise the
+    /// ones before the failing event again in one transaction, the failing one with retries (its
+    /// first attempt already made), and then the rest the same way.
+    async fn apply_run(&self, events: &[(&Delivery, Envelope)]) -> Result<(), InfraError> {
+        let mut rest = events;
+        while !rest.is_empty() {
+            let (failed_at, error) = match self.apply_all(rest).await {
+                Ok(()) => return Ok(()),
+                Err((_, HandlerError::Infra(e))) => return Err(InfraError(e)),
+                Err((index, HandlerError::Failed(error))) => (index, error),
+            };
+            let (before, from_failure) = rest.split_at(failed_at);
+            if !before.is_empty() {
+                match self.apply_all(before).await {
+                    Ok(()) => {}
+                    Err((_, HandlerError::Infra(e))) => return Err(InfraError(e)),
+                    // Not the same outcome twice: take them one at a time.
+                    Err((_, HandlerError::Failed(_))) => {
+                        for (delivery, envelope) in before {
+                            self.apply_with_retries(delivery, envelope, 1, None).await?;
+                        }
+                    }
+                }
+            }
+            if let Some(((delivery, envelope), after)) = from_failure.split_first() {
+                self.apply_with_retries(delivery, envelope, 2, Some(error))
+                    .await?;
+                rest = after;
+            } else {
+                rest = from_failure;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one event in its own transaction.
+    async fn apply_one(&self, envelope: &Envelope) -> Result<bool, HandlerError> {
+        let mut tx = self
+            .db
+            .begin(EventContext::caused_by(self.source, envelope))
+            .await?;
+        let applied = self.apply_in(&mut tx, envelope).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn apply_in(&self, tx: &mut Tx, envelope: &Envelope) -> Result<bool, HandlerError> {
+        if !tx.record_in_inbox(&self.group, envelope.event_id).await? {
+            metrics::counter!("emporium_events_duplicate_total", "group" => self.group.clone())
+                .increment(1);
+            tracing::debug!(event_id = %envelope.event_id, "duplicate event skipped");
+            return Ok(false);
+        }
+        tx.set_context(EventContext::caused_by(self.source, envelope));
+        let span = tracing::info_span!("event", group = %self.group, event_type = envelope.event.event_type(),
+            event_id = %envelope.event_id, correlation_id = %envelope.correlation_id);
+        let started = std::time::Instant::now();
+        let result = self.handler.handle(tx, envelope).instrument(span).await;
+        metrics::histogram!("emporium_event_handler_seconds", "group" => self.group.clone())
+            .record(started.elapsed().as_secs_f64());
+        result.map(|()| true)
+    }
+
+    /// One event, with retries from `attempt` on (`last_error` from the attempt before, if any);
+    /// dead-lettered when they run out.
+    async fn apply_with_retries(
+        &self,
+        delivery: &Delivery,
+        envelope: &Envelope,
+        mut attempt: u32,
+        last_error: Option<String>,
+    ) -> Result<(), InfraError> {
+        if let Some(error) = last_error {
+            if attempt > self.retry.max_attempts {
+                return self.dead_letter(delivery, &error, attempt - 1).await;
+            }
+            self.wait_before_retry(envelope, attempt - 1, &error).await;
+        }
+        loop {
+            match self.apply_one(envelope).await {
+                Ok(_) => return Ok(()),
+                Err(HandlerError::Infra(e)) => return Err(InfraError(e)),
+                Err(HandlerError::Failed(error)) if attempt >= self.retry.max_attempts => {
+                    return self.dead_letter(delivery, &error, attempt).await;
+                }
+                Err(HandlerError::Failed(error)) => {
+                    self.wait_before_retry(envelope, attempt, &error).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn wait_before_retry(&self, envelope: &Envelope, attempt: u32, error: &str) {
+        let delay = self.retry.delay(attempt);
+        tracing::warn!(group = %self.group, event_id = %envelope.event_id, attempt, error,
+            retry_in_ms = delay.as_millis() as u64, "event handler failed; retrying");
+        tokio::time::sleep(delay).await;
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), InfraError> {
+        tracing::error!(group = %self.group, topic = %delivery.record.topic, partition = delivery.partition,
+            offset = delivery.offset, attempts, error, "event moved to the dead-letter topic");
+        let record = dlq::dead_letter_record(delivery, &self.group, error, attempts);
+        self.bus.publish(&[record]).await?;
+        metrics::counter!("emporium_dead_letters_total", "group" => self.group.clone(),
+            "topic" => delivery.record.topic.clone())
+        .increment(1);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<H: EventHandler> BatchHandler for Consumer<H> {
+    async fn handle(&self, batch: &[Delivery]) -> Result<(), InfraError> {
+        for delivery in batch {
+            metrics::counter!("emporium_events_consumed_total", "group" => self.group.clone(),
+                "topic" => delivery.record.topic.clone())
+            .increment(1);
+        }
+        // Runs of decodable events go through `apply_run`; an undecodable one is dead-lettered at once
+        // (no retry can fix it), keeping the partition's order.
+        let mut run: Vec<(&Delivery, Envelope)> = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match Envelope::from_json(&delivery.record.payload) {
+                Ok(envelope) => run.push((delivery, envelope)),
+                Err(e) => {
+                    self.apply_run(&run).await?;
+                    run.clear();
+                    self.dead_letter(delivery, &format!("cannot decode event: {e}"), 1)
+                        .await?;
+                }
+            }
+        }
+        self.apply_run(&run).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            backoff: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(350),
+        };
+        fastrand::seed(7);
+        for attempt in 1..=10 {
+            let ceiling = Duration::from_millis((100u64 << (attempt - 1)).min(350));
+            for _ in 0..50 {
+                assert!(policy.delay(attempt) <= ceiling);
+            }
+        }
+        // Jitter spreads retries: not every delay is the same.
+        let delays: std::collections::HashSet<_> = (0..20).map(|_| policy.delay(3)).collect();
+        assert!(delays.len() > 1);
+    }
+}

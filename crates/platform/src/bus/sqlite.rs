@@ -1,0 +1,570 @@
+//! The embedded event log: the bus port on one SQLite file.
+//!
+//! Records live in one table keyed by `(topic, partition, offset)`; each group's next offset per
+//! partition lives in `group_offsets`. One writer connection appends (SQLite has one writer anyway),
+//! a small pool of readers serves consumers. Offsets are assigned in memory under the append lock and
+//! published to consumers through a `watch` channel per partition after the transaction commits, so
+//! a consumer wakes the moment its partition grows: no polling.
+//!
+//! One process owns the file. In this process a group has at most one member at a time, which owns
+//! every partition of its topics and runs one task per partition (the parallelism Kafka gets from
+//! several members comes here from the partitions).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::Path,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    Row,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+};
+use tokio::sync::watch;
+
+use super::{
+    BatchHandler, BusError, Delivery, EventBus, PartitionLag, Record, SubscribeOptions,
+    Subscription, partition_for, validate_topic,
+};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS topics (
+    name       TEXT PRIMARY KEY,
+    partitions INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    topic       TEXT    NOT NULL,
+    partition   INTEGER NOT NULL,
+    offset      INTEGER NOT NULL,
+    key         TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    headers     TEXT    NOT NULL,
+    appended_at INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    grp         TEXT    NOT NULL,
+    topic       TEXT    NOT NULL,
+    partition   INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+) WITHOUT ROWID;
+"#;
+
+/// The embedded, durable event log.
+#[derive(Clone)]
+pub struct SqliteEventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    default_partitions: u32,
+    /// Held while offsets are assigned and written, so that they are dense and in commit order.
+    append: tokio::sync::Mutex<()>,
+    /// Per topic, per partition: the next offset to assign, watched by that partition's consumers.
+    topics: Mutex<HashMap<String, Vec<watch::Sender<u64>>>>,
+    active_groups: Arc<Mutex<HashSet<String>>>,
+}
+
+fn unavailable(e: sqlx::Error) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+/// Options shared by every SQLite file Emporium opens: WAL, so readers never block the writer;
+/// `synchronous = NORMAL`, durable against a process crash (what `kill -9` tests), not against
+/// power loss of the last transactions; a busy timeout instead of immediate `SQLITE_BUSY`.
+pub fn sqlite_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
+}
+
+impl SqliteEventLog {
+    /// Opens (or creates) the log at `path`; topics created on first use get `default_partitions`.
+    pub async fn open(path: &Path, default_partitions: u32) -> Result<Self, BusError> {
+        let options = sqlite_options(path);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&writer)
+            .await
+            .map_err(unavailable)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(unavailable)?;
+
+        let mut topics: HashMap<String, Vec<watch::Sender<u64>>> = HashMap::new();
+        for row in sqlx::query("SELECT name, partitions FROM topics")
+            .fetch_all(&writer)
+            .await
+            .map_err(unavailable)?
+        {
+            let name: String = row.get(0);
+            let partitions: i64 = row.get(1);
+            topics.insert(
+                name,
+                (0..partitions).map(|_| watch::Sender::new(0)).collect(),
+            );
+        }
+        for row in sqlx::query(
+            "SELECT topic, partition, MAX(offset) + 1 FROM records GROUP BY topic, partition",
+        )
+        .fetch_all(&writer)
+        .await
+        .map_err(unavailable)?
+        {
+            let topic: String = row.get(0);
+            let partition: i64 = row.get(1);
+            let end: i64 = row.get(2);
+            if let Some(end_tx) = topics
+                .get(&topic)
+                .and_then(|parts| parts.get(partition as usize))
+            {
+                end_tx.send_replace(end as u64);
+            }
+        }
+        Ok(SqliteEventLog {
+            inner: Arc::new(Inner {
+                writer,
+                reader,
+                default_partitions: default_partitions.max(1),
+                append: tokio::sync::Mutex::new(()),
+                topics: Mutex::new(topics),
+                active_groups: Arc::new(Mutex::new(HashSet::new())),
+            }),
+        })
+    }
+
+    /// Creates the topic with `partitions` partitions if it does not exist yet; returns its count.
+    pub async fn create_topic(&self, topic: &str, partitions: u32) -> Result<u32, BusError> {
+        validate_topic(topic)?;
+        if let Some(n) = self.inner.partitions(topic) {
+            return Ok(n);
+        }
+        let _append = self.inner.append.lock().await;
+        if let Some(n) = self.inner.partitions(topic) {
+            return Ok(n);
+        }
+        let partitions = partitions.clamp(1, 1024);
+        sqlx::query("INSERT OR IGNORE INTO topics (name, partitions) VALUES ($1, $2)")
+            .bind(topic)
+            .bind(partitions as i64)
+            .execute(&self.inner.writer)
+            .await
+            .map_err(unavailable)?;
+        self.inner.lock_topics().insert(
+            topic.to_owned(),
+            (0..partitions).map(|_| watch::Sender::new(0)).collect(),
+        );
+        Ok(partitions)
+    }
+
+    async fn ensure_topics<'a>(
+        &self,
+        topics: impl Iterator<Item = &'a str>,
+    ) -> Result<(), BusError> {
+        for topic in topics {
+            if self.inner.partitions(topic).is_none() {
+                self.create_topic(topic, self.inner.default_partitions)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records of one partition from `from` on, at most `limit` (what consumers and tools read).
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, BusError> {
+        self.inner.read(topic, partition, from, limit).await
+    }
+}
+
+impl Inner {
+    fn lock_topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<watch::Sender<u64>>>> {
+        // The map is only ever left consistent: a panic while holding it cannot leave half an update.
+        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn partitions(&self, topic: &str) -> Option<u32> {
+        self.lock_topics().get(topic).map(|p| p.len() as u32)
+    }
+
+    fn end_watch(&self, topic: &str, partition: u32) -> Option<watch::Receiver<u64>> {
+        self.lock_topics()
+            .get(topic)
+            .and_then(|p| p.get(partition as usize))
+            .map(watch::Sender::subscribe)
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, BusError> {
+        let rows = sqlx::query(
+            "SELECT offset, key, payload, headers, appended_at FROM records
+             WHERE topic = $1 AND partition = $2 AND offset >= $3
+             ORDER BY offset LIMIT $4",
+        )
+        .bind(topic)
+        .bind(partition as i64)
+        .bind(from as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|row| {
+                let headers: String = row.get(3);
+                let headers: BTreeMap<String, String> = serde_json::from_str(&headers)
+                    .map_err(|e| BusError::Unavailable(format!("corrupt headers in log: {e}")))?;
+                let appended_at: i64 = row.get(4);
+                Ok(Delivery {
+                    partition,
+                    offset: row.get::<i64, _>(0) as u64,
+                    appended_at: DateTime::<Utc>::from_timestamp_millis(appended_at)
+                        .unwrap_or_default(),
+                    record: Record {
+                        topic: topic.to_owned(),
+                        key: row.get(1),
+                        payload: row.get(2),
+                        headers,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<u64, BusError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO group_offsets (grp, topic, partition, next_offset) VALUES ($1, $2, $3, 0)",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(partition as i64)
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        let next: i64 = sqlx::query_scalar(
+            "SELECT next_offset FROM group_offsets WHERE grp = $1 AND topic = $2 AND partition = $3",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(partition as i64)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(next as u64)
+    }
+
+    async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next: u64,
+    ) -> Result<(), BusError> {
+        sqlx::query(
+            "UPDATE group_offsets SET next_offset = $4 WHERE grp = $1 AND topic = $2 AND partition = $3",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(partition as i64)
+        .bind(next as i64)
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// Releases a group's single-member slot when its subscription ends.
+struct GroupSlot {
+    group: String,
+    active: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for GroupSlot {
+    fn drop(&mut self) {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.group);
+    }
+}
+
+#[async_trait]
+impl EventBus for SqliteEventLog {
+    async fn publish(&self, records: &[Record]) -> Result<(), BusError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for record in records {
+            validate_topic(&record.topic)?;
+        }
+        self.ensure_topics(records.iter().map(|r| r.topic.as_str()))
+            .await?;
+
+        let _append = self.inner.append.lock().await;
+        // Next offsets as they will be once this call commits; the watches move only after commit.
+        let mut ends: HashMap<(&str, u32), u64> = HashMap::new();
+        let now = Utc::now().timestamp_millis();
+        let mut tx = self.inner.writer.begin().await.map_err(unavailable)?;
+        for record in records {
+            let partitions = self
+                .inner
+                .partitions(&record.topic)
+                .ok_or_else(|| BusError::Unavailable(format!("topic {} vanished", record.topic)))?;
+            let partition = partition_for(&record.key, partitions);
+            let end = match ends.get_mut(&(record.topic.as_str(), partition)) {
+                Some(end) => end,
+                None => {
+                    let current = self
+                        .inner
+                        .end_watch(&record.topic, partition)
+                        .map(|w| *w.borrow())
+                        .unwrap_or(0);
+                    ends.entry((record.topic.as_str(), partition))
+                        .or_insert(current)
+                }
+            };
+            let headers = serde_json::to_string(&record.headers)
+                .map_err(|e| BusError::Invalid(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO records (topic, partition, offset, key, payload, headers, appended_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&record.topic)
+            .bind(partition as i64)
+            .bind(*end as i64)
+            .bind(&record.key)
+            .bind(&record.payload)
+            .bind(headers)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            *end += 1;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        let topics = self.inner.lock_topics();
+        for ((topic, partition), end) in ends {
+            if let Some(end_tx) = topics.get(topic).and_then(|p| p.get(partition as usize)) {
+                end_tx.send_replace(end);
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        options: SubscribeOptions,
+        handler: Arc<dyn BatchHandler>,
+    ) -> Result<Subscription, BusError> {
+        if options.topics.is_empty() {
+            return Err(BusError::Invalid("a subscription needs a topic".into()));
+        }
+        let slot = {
+            let mut active = self
+                .inner
+                .active_groups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !active.insert(options.group.clone()) {
+                return Err(BusError::GroupBusy(options.group));
+            }
+            GroupSlot {
+                group: options.group.clone(),
+                active: self.inner.active_groups.clone(),
+            }
+        };
+        self.ensure_topics(options.topics.iter().map(String::as_str))
+            .await?;
+        let (stop_tx, _) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for topic in &options.topics {
+            let partitions = self.inner.partitions(topic).unwrap_or(0);
+            for partition in 0..partitions {
+                let worker = PartitionWorker {
+                    inner: self.inner.clone(),
+                    group: options.group.clone(),
+                    topic: topic.clone(),
+                    partition,
+                    max_batch: options.max_batch.max(1),
+                    handler: handler.clone(),
+                    stop: stop_tx.subscribe(),
+                };
+                tasks.spawn(worker.run());
+            }
+        }
+        Ok(Subscription::new(stop_tx, tasks, Some(Box::new(slot))))
+    }
+
+    async fn lag(&self) -> Result<Vec<PartitionLag>, BusError> {
+        let rows = sqlx::query(
+            "SELECT grp, topic, partition, next_offset FROM group_offsets ORDER BY 1, 2, 3",
+        )
+        .fetch_all(&self.inner.reader)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let topic: String = row.get(1);
+                let partition = row.get::<i64, _>(2) as u32;
+                let end = self
+                    .inner
+                    .end_watch(&topic, partition)
+                    .map(|w| *w.borrow())
+                    .unwrap_or(0);
+                PartitionLag {
+                    group: row.get(0),
+                    topic,
+                    partition,
+                    end,
+                    committed: row.get::<i64, _>(3) as u64,
+                }
+            })
+            .collect())
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.inner.reader)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "sqlite-log"
+    }
+}
+
+/// Delivers one partition to one group, in order, committing after each handled batch.
+struct PartitionWorker {
+    inner: Arc<Inner>,
+    group: String,
+    topic: String,
+    partition: u32,
+    max_batch: usize,
+    handler: Arc<dyn BatchHandler>,
+    stop: watch::Receiver<bool>,
+}
+
+impl PartitionWorker {
+    async fn run(mut self) {
+        let Some(mut end) = self.inner.end_watch(&self.topic, self.partition) else {
+            return;
+        };
+        let mut pause = Pause::default();
+        let mut position = loop {
+            match self
+                .inner
+                .committed(&self.group, &self.topic, self.partition)
+                .await
+            {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::warn!(group = %self.group, topic = %self.topic, error = %e, "cannot read committed offset");
+                    if !pause.wait(&mut self.stop).await {
+                        return;
+                    }
+                }
+            }
+        };
+        loop {
+            if *self.stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                biased;
+                _ = self.stop.changed() => return,
+                changed = end.wait_for(|end| *end > position) => if changed.is_err() { return },
+            }
+            let batch = match self
+                .inner
+                .read(&self.topic, self.partition, position, self.max_batch)
+                .await
+            {
+                Ok(batch) if !batch.is_empty() => batch,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(group = %self.group, topic = %self.topic, error = %e, "cannot read the log");
+                    if !pause.wait(&mut self.stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let next = batch.last().map_or(position, |d| d.offset + 1);
+            match self.handler.handle(&batch).await {
+                Ok(()) => {
+                    crate::crash::point("consumer.before_offset_commit");
+                    // A failed commit only means redelivery, which the inbox absorbs; keep trying a
+                    // little so that a stop still leaves the position recorded.
+                    while let Err(e) = self
+                        .inner
+                        .commit(&self.group, &self.topic, self.partition, next)
+                        .await
+                    {
+                        tracing::warn!(group = %self.group, error = %e, "cannot commit offset");
+                        if !pause.wait(&mut self.stop).await {
+                            return;
+                        }
+                    }
+                    position = next;
+                    pause = Pause::default();
+                }
+                Err(e) => {
+                    tracing::warn!(group = %self.group, topic = %self.topic, partition = self.partition, error = %e,
+                        "batch not handled, pausing the partition before redelivery");
+                    if !pause.wait(&mut self.stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Backoff for infrastructure trouble: 50 ms doubling to 5 s. Returns `false` when asked to stop.
+#[derive(Default)]
+struct Pause {
+    attempts: u32,
+}
+
+impl Pause {
+    async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let delay = Duration::from_millis(50 * 2u64.saturating_pow(self.attempts.min(7)))
+            .min(Duration::from_secs(5));
+        self.attempts += 1;
+        tokio::select! {
+            _ = stop.changed() => false,
+            _ = tokio::time::sleep(delay) => !*stop.borrow(),
+        }
+    }
+}

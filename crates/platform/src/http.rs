@@ -1,0 +1,172 @@
+//! The HTTP basics every Emporium process serves: problem documents (RFC 9457), `/health`,
+//! `/health/live` and `/metrics`.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{bus::EventBus, storage::Db, telemetry};
+
+/// A field that failed validation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// An RFC 9457 problem document with Emporium's stable `code`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: format!(
+                "https://emporium.dev/problems/{}",
+                code.to_lowercase().replace('_', "-")
+            ),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code,
+            errors: Vec::new(),
+            correlation_id: None,
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            Json(self),
+        )
+            .into_response()
+    }
+}
+
+/// Something `/health` checks.
+#[async_trait]
+pub trait HealthCheck: Send + Sync + 'static {
+    async fn check(&self) -> Result<(), String>;
+}
+
+#[async_trait]
+impl HealthCheck for Db {
+    async fn check(&self) -> Result<(), String> {
+        Db::check(self).await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl HealthCheck for Arc<dyn EventBus> {
+    async fn check(&self) -> Result<(), String> {
+        EventBus::check(self.as_ref())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What `/health` reports on.
+#[derive(Clone)]
+pub struct Health {
+    pub service: String,
+    pub checks: Vec<(String, Arc<dyn HealthCheck>)>,
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Health {
+    async fn report(&self) -> (StatusCode, serde_json::Value) {
+        let results =
+            futures_util::future::join_all(self.checks.iter().map(|(name, check)| async move {
+                let up = matches!(
+                    tokio::time::timeout(CHECK_TIMEOUT, check.check()).await,
+                    Ok(Ok(()))
+                );
+                (name.clone(), up)
+            }))
+            .await;
+        let all_up = results.iter().all(|(_, up)| *up);
+        let checks: serde_json::Map<String, serde_json::Value> = results
+            .into_iter()
+            .map(|(name, up)| (name, json!(if up { "UP" } else { "DOWN" })))
+            .collect();
+        let status = if all_up { "UP" } else { "DOWN" };
+        let code = if all_up {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (
+            code,
+            json!({"status": status, "service": self.service, "checks": checks}),
+        )
+    }
+}
+
+/// `/health`, `/health/live` and `/metrics`. `refresh` runs before each scrape (gauges such as lag).
+pub fn ops_router<F, Fut>(health: Health, refresh: F) -> Router
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    Router::new()
+        .route(
+            "/health",
+            get(|State(health): State<Arc<Health>>| async move {
+                let (code, body) = health.report().await;
+                (code, Json(body))
+            }),
+        )
+        .route(
+            "/health/live",
+            get(|| async { Json(json!({"status": "UP"})) }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let refresh = refresh.clone();
+                async move {
+                    refresh().await;
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        telemetry::metrics().render(),
+                    )
+                }
+            }),
+        )
+        .with_state(Arc::new(health))
+}
+
+/// The answer for paths nobody serves.
+pub async fn not_found() -> Problem {
+    Problem::not_found("no such resource")
+}

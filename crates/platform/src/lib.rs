@@ -1,0 +1,17 @@
+//! The ground every Emporium service stands on.
+//!
+//! - [`config`]: layered configuration with validation that names the key;
+//! - [`bus`]: the event bus port, the embedded SQLite log, consumers with inbox, retries and dead letters;
+//! - [`storage`]: a database per service, migrations, the transactional outbox and its relay;
+//! - [`telemetry`]: JSON logs, Prometheus metrics, correlation ids;
+//! - [`http`]: problem documents, health and metrics endpoints;
+//! - [`crash`]: crash points for the crash tests.
+
+pub mod bus;
+pub mod config;
+pub mod crash;
+pub mod http;
+pub mod storage;
+pub mod telemetry;
+
+pub use emporium_events as events;

@@ -1,0 +1,407 @@
+//! Service storage: one database per service, migrations, and the two tables that make events
+//! reliable — the **outbox** (events written in the same transaction as the state they describe) and
+//! the **inbox** (event ids a consumer has applied, written in the same transaction as the effect).
+//!
+//! The common path is one call each way:
+//! - a use case opens [`Db::begin`], changes its tables, calls [`Tx::emit`] for each event and
+//!   [`Tx::commit`]s: state and events land together or not at all, and the [`relay`] publishes them;
+//! - a consumer implements [`crate::bus::consumer::EventHandler`] and gets a [`Tx`] in which the
+//!   event's id is already recorded in the inbox; what it emits carries the event's correlation id and
+//!   names it as the cause.
+//!
+//! Queries use sqlx's `Any` driver and SQL that SQLite and PostgreSQL both accept (`$1` parameters,
+//! `ON CONFLICT`, `RETURNING`), so one repository serves both; migrations may differ per dialect.
+
+pub mod relay;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use emporium_events::{Envelope, Event};
+use sqlx::{
+    Any, AnyPool, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::bus::Record;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database cannot be reached or is failing: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A statement was refused (constraint, type, syntax): retrying will not help.
+    #[error("database error: {0}")]
+    Query(String),
+    #[error("migration {version} ({name}) failed: {message}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        message: String,
+    },
+}
+
+impl StorageError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StorageError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) => {
+                // SQLite BUSY/LOCKED (5, 6) and PostgreSQL connection/operator classes (08, 57) mean
+                // the database, not the statement, is the trouble.
+                let code = db.code().unwrap_or_default();
+                if matches!(code.as_ref(), "5" | "6" | "261" | "517")
+                    || code.starts_with("08")
+                    || code.starts_with("57")
+                {
+                    StorageError::Unavailable(e.to_string())
+                } else {
+                    StorageError::Query(e.to_string())
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => StorageError::Unavailable(e.to_string()),
+            _ => StorageError::Query(e.to_string()),
+        }
+    }
+}
+
+/// Which SQL dialect a database speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// One schema change. `postgres` may differ from `sqlite` where the dialects do.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+impl Migration {
+    /// A migration whose SQL both dialects accept.
+    pub const fn portable(version: i64, name: &'static str, sql: &'static str) -> Self {
+        Migration {
+            version,
+            name,
+            sqlite: sql,
+            postgres: sql,
+        }
+    }
+}
+
+/// The platform's own tables, present in every service database. Service migrations start at 100.
+const PLATFORM_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "outbox",
+        sqlite: "CREATE TABLE outbox (
+            id         INTEGER PRIMARY KEY,
+            topic      TEXT    NOT NULL,
+            key        TEXT    NOT NULL,
+            payload    BLOB    NOT NULL,
+            headers    TEXT    NOT NULL,
+            created_at BIGINT  NOT NULL)",
+        postgres: "CREATE TABLE outbox (
+            id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            topic      TEXT   NOT NULL,
+            key        TEXT   NOT NULL,
+            payload    BYTEA  NOT NULL,
+            headers    TEXT   NOT NULL,
+            created_at BIGINT NOT NULL)",
+    },
+    Migration::portable(
+        2,
+        "inbox",
+        "CREATE TABLE inbox (
+            consumer     TEXT   NOT NULL,
+            event_id     TEXT   NOT NULL,
+            processed_at BIGINT NOT NULL,
+            PRIMARY KEY (consumer, event_id))",
+    ),
+];
+
+/// A service's database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    name: Arc<str>,
+    dialect: Dialect,
+    /// SQLite: one connection, so that write transactions queue instead of failing with BUSY.
+    /// PostgreSQL: the same pool as `reader`.
+    writer: AnyPool,
+    reader: AnyPool,
+    /// Rung after a commit that wrote outbox rows: wakes the relay at once.
+    outbox_signal: Arc<Notify>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the SQLite database of service `name` at `path`.
+    pub async fn open_sqlite(name: &str, path: &Path) -> Result<Db, StorageError> {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StorageError::Unavailable(e.to_string()))?;
+        let pool = |max| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // See bus::sqlite::sqlite_options for why these settings.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options.clone())
+        };
+        let writer = pool(1).await?;
+        let reader = pool(4).await?;
+        let db = Db {
+            name: name.into(),
+            dialect: Dialect::Sqlite,
+            writer,
+            reader,
+            outbox_signal: Arc::new(Notify::new()),
+        };
+        db.migrate(&[]).await?;
+        Ok(db)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// For reads outside a transaction.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
+    }
+
+    /// Applies the platform's migrations and then `service`'s, each once, in version order.
+    pub async fn migrate(&self, service: &[Migration]) -> Result<(), StorageError> {
+        self.writer
+            .execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    BIGINT PRIMARY KEY,
+                    name       TEXT   NOT NULL,
+                    applied_at BIGINT NOT NULL)",
+            )
+            .await?;
+        let mut all: Vec<&Migration> = PLATFORM_MIGRATIONS.iter().chain(service).collect();
+        all.sort_by_key(|m| m.version);
+        for migration in all {
+            let mut tx = self.writer.begin().await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(migration.version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let sql = match self.dialect {
+                Dialect::Sqlite => migration.sqlite,
+                Dialect::Postgres => migration.postgres,
+            };
+            let failed = |e: sqlx::Error| StorageError::Migration {
+                version: migration.version,
+                name: migration.name,
+                message: e.to_string(),
+            };
+            (&mut *tx).execute(sql).await.map_err(failed)?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a write transaction on behalf of `context` (who acts, and why).
+    pub async fn begin(&self, context: EventContext) -> Result<Tx, StorageError> {
+        Ok(Tx {
+            tx: self.writer.begin().await?,
+            context,
+            emitted: 0,
+            signal: self.outbox_signal.clone(),
+        })
+    }
+
+    /// `SELECT 1` through the writer: what `/health` reports.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        self.writer.execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Rows waiting in the outbox.
+    pub async fn outbox_backlog(&self) -> Result<i64, StorageError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    /// Has `consumer` applied the event with this id?
+    pub async fn inbox_contains(
+        &self,
+        consumer: &str,
+        event_id: Uuid,
+    ) -> Result<bool, StorageError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2")
+                .bind(consumer)
+                .bind(event_id.to_string())
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    pub(crate) fn outbox_signal(&self) -> &Notify {
+        &self.outbox_signal
+    }
+
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// Who causes the events a transaction emits.
+#[derive(Debug, Clone)]
+pub struct EventContext {
+    /// The emitting service (`source` in the envelope).
+    pub source: &'static str,
+    pub correlation_id: String,
+    /// The event being handled, when a consumer emits.
+    pub causation_id: Option<Uuid>,
+}
+
+impl EventContext {
+    /// For a use case started by a request carrying `correlation_id`.
+    pub fn request(source: &'static str, correlation_id: impl Into<String>) -> Self {
+        EventContext {
+            source,
+            correlation_id: correlation_id.into(),
+            causation_id: None,
+        }
+    }
+
+    /// For a consumer handling `cause`.
+    pub fn caused_by(source: &'static str, cause: &Envelope) -> Self {
+        EventContext {
+            source,
+            correlation_id: cause.correlation_id.clone(),
+            causation_id: Some(cause.event_id),
+        }
+    }
+}
+
+/// A write transaction that can emit events. Dropping it without [`Tx::commit`] rolls back.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, Any>,
+    context: EventContext,
+    emitted: usize,
+    signal: Arc<Notify>,
+}
+
+impl Tx {
+    /// The connection, for the service's own statements.
+    pub fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    pub fn context(&self) -> &EventContext {
+        &self.context
+    }
+
+    /// Records `event` in the outbox, in this transaction. Returns the envelope that will be published.
+    pub async fn emit(&mut self, event: Event) -> Result<Envelope, StorageError> {
+        let envelope = Envelope::new(
+            self.context.source,
+            &self.context.correlation_id,
+            self.context.causation_id,
+            event,
+        );
+        let record =
+            Record::from_envelope(&envelope).map_err(|e| StorageError::Query(e.to_string()))?;
+        let headers = serde_json::to_string(&record.headers)
+            .map_err(|e| StorageError::Query(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO outbox (topic, key, payload, headers, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(record.topic)
+        .bind(record.key)
+        .bind(record.payload)
+        .bind(headers)
+        .bind(Utc::now().timestamp_millis())
+        .execute(&mut *self.tx)
+        .await?;
+        self.emitted += 1;
+        Ok(envelope)
+    }
+
+    /// Records that `consumer` applied `event_id`. Returns `false` if it already had: the caller must
+    /// then skip the event.
+    pub async fn record_in_inbox(
+        &mut self,
+        consumer: &str,
+        event_id: Uuid,
+    ) -> Result<bool, StorageError> {
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event_id.to_string())
+        .bind(Utc::now().timestamp_millis())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    /// Sets the context for the next emitted events (a consumer batch moves from event to event).
+    pub fn set_context(&mut self, context: EventContext) {
+        self.context = context;
+    }
+
+    /// Commits state and events together, then wakes the relay.
+    pub async fn commit(self) -> Result<(), StorageError> {
+        self.tx.commit().await?;
+        if self.emitted > 0 {
+            crate::crash::point("outbox.after_commit");
+            self.signal.notify_one();
+        }
+        Ok(())
+    }
+}
