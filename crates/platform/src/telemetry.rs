@@ -75,7 +75,8 @@ pub async fn http_layer(mut request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let span = tracing::info_span!("http", method = %method, route = %route, correlation_id = %correlation.0);
+    let span = tracing::info_span!("http", service = "gateway", method = %method, route = %route,
+        correlation_id = %correlation.0);
     request.extensions_mut().insert(correlation.clone());
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();

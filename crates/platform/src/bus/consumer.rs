@@ -206,7 +206,7 @@ impl<H: EventHandler> Consumer<H> {
             return Ok(false);
         }
         tx.set_context(EventContext::caused_by(self.source, envelope));
-        let span = tracing::info_span!("event", group = %self.group, event_type = envelope.event.event_type(),
+        let span = tracing::info_span!("event", service = self.source, group = %self.group, event_type = envelope.event.event_type(),
             event_id = %envelope.event_id, correlation_id = %envelope.correlation_id);
         let started = std::time::Instant::now();
         let result = self.handler.handle(tx, envelope).instrument(span).await;

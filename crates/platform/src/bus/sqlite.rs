@@ -408,7 +408,13 @@ impl EventBus for SqliteEventLog {
         for topic in &options.topics {
             let partitions = self.inner.partitions(topic).unwrap_or(0);
             for partition in 0..partitions {
+                // Read (and register) the position now, so that lag is meaningful once this returns.
+                let position = self
+                    .inner
+                    .committed(&options.group, topic, partition)
+                    .await?;
                 let worker = PartitionWorker {
+                    position,
                     inner: self.inner.clone(),
                     group: options.group.clone(),
                     topic: topic.clone(),
@@ -466,6 +472,8 @@ impl EventBus for SqliteEventLog {
 
 /// Delivers one partition to one group, in order, committing after each handled batch.
 struct PartitionWorker {
+    /// The next offset to deliver.
+    position: u64,
     inner: Arc<Inner>,
     group: String,
     topic: String,
@@ -481,21 +489,7 @@ impl PartitionWorker {
             return;
         };
         let mut pause = Pause::default();
-        let mut position = loop {
-            match self
-                .inner
-                .committed(&self.group, &self.topic, self.partition)
-                .await
-            {
-                Ok(p) => break p,
-                Err(e) => {
-                    tracing::warn!(group = %self.group, topic = %self.topic, error = %e, "cannot read committed offset");
-                    if !pause.wait(&mut self.stop).await {
-                        return;
-                    }
-                }
-            }
-        };
+        let mut position = self.position;
         loop {
             if *self.stop.borrow() {
                 return;

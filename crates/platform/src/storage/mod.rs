@@ -140,6 +140,8 @@ const PLATFORM_MIGRATIONS: &[Migration] = &[
 pub struct Db {
     name: Arc<str>,
     dialect: Dialect,
+    /// SQLite: the file, which must still be there for the database to be healthy.
+    file: Option<Arc<Path>>,
     /// SQLite: one connection, so that write transactions queue instead of failing with BUSY.
     /// PostgreSQL: the same pool as `reader`.
     writer: AnyPool,
@@ -178,6 +180,7 @@ impl Db {
         let db = Db {
             name: name.into(),
             dialect: Dialect::Sqlite,
+            file: Some(path.into()),
             writer,
             reader,
             outbox_signal: Arc::new(Notify::new()),
@@ -255,8 +258,18 @@ impl Db {
         })
     }
 
-    /// `SELECT 1` through the writer: what `/health` reports.
+    /// What `/health` reports: `SELECT 1` through the writer, and for SQLite, that the file is
+    /// still where it was opened (an open connection keeps working on a deleted file, silently
+    /// writing data nobody will find again).
     pub async fn check(&self) -> Result<(), StorageError> {
+        if let Some(file) = &self.file
+            && !file.is_file()
+        {
+            return Err(StorageError::Unavailable(format!(
+                "database file {} is gone",
+                file.display()
+            )));
+        }
         self.writer.execute("SELECT 1").await?;
         Ok(())
     }

@@ -1,0 +1,8 @@
+//! Black-box tests of the `emporium` binary: started on port 0 with a fresh data directory, spoken
+//! to over HTTP. One test binary made of modules, so it links once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod cli;
+mod ops;
