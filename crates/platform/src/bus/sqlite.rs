@@ -71,7 +71,55 @@ struct Inner {
     /// Per topic, per partition: the next offset to assign, watched by that partition's consumers.
     topics: Mutex<HashMap<String, Vec<watch::Sender<u64>>>>,
     active_groups: Arc<Mutex<HashSet<String>>>,
+    /// Offsets handled but not yet written, by (group, topic, partition). One task writes them all
+    /// in one transaction every [`COMMIT_INTERVAL`], so that commits do not compete with appends for
+    /// the single writer one partition at a time.
+    staged: Mutex<HashMap<(String, String, u32), u64>>,
 }
+
+/// Rows per INSERT statement, largest first.
+const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
+
+/// `INSERT INTO records … VALUES (…), (…)` with `rows` rows, built once per size.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        INSERT_SIZES
+            .iter()
+            .map(|&n| {
+                let values = (0..n)
+                    .map(|i| {
+                        let b = i * 7;
+                        format!(
+                            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                            b + 1,
+                            b + 2,
+                            b + 3,
+                            b + 4,
+                            b + 5,
+                            b + 6,
+                            b + 7
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (
+                    n,
+                    format!(
+                        "INSERT INTO records (topic, partition, offset, key, payload, headers, appended_at) VALUES {values}"
+                    ),
+                )
+            })
+            .collect()
+    });
+    all.iter()
+        .find(|(n, _)| *n == rows)
+        .map_or("", |(_, sql)| sql.as_str())
+}
+
+/// How often staged offsets are written. A crash loses at most this much of commits, which means
+/// redelivery (absorbed by the inbox), never loss.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 
 fn unavailable(e: sqlx::Error) -> BusError {
     BusError::Unavailable(e.to_string())
@@ -139,7 +187,7 @@ impl SqliteEventLog {
                 end_tx.send_replace(end as u64);
             }
         }
-        Ok(SqliteEventLog {
+        let log = SqliteEventLog {
             inner: Arc::new(Inner {
                 writer,
                 reader,
@@ -147,8 +195,25 @@ impl SqliteEventLog {
                 append: tokio::sync::Mutex::new(()),
                 topics: Mutex::new(topics),
                 active_groups: Arc::new(Mutex::new(HashSet::new())),
+                staged: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        let flusher = Arc::downgrade(&log.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // Ends with the log: a weak reference does not keep it open.
+                let Some(inner) = flusher.upgrade() else {
+                    return;
+                };
+                if let Err(e) = inner.flush_commits().await {
+                    tracing::warn!(error = %e, "cannot write consumer offsets; will retry");
+                }
+            }
+        });
+        Ok(log)
     }
 
     /// Creates the topic with `partitions` partitions if it does not exist yet; returns its count.
@@ -277,27 +342,62 @@ impl Inner {
         .fetch_one(&self.writer)
         .await
         .map_err(unavailable)?;
-        Ok(next as u64)
+        Ok(self
+            .staged_offset(group, topic, partition)
+            .map_or(next as u64, |staged| staged.max(next as u64)))
     }
 
-    async fn commit(
-        &self,
-        group: &str,
-        topic: &str,
-        partition: u32,
-        next: u64,
-    ) -> Result<(), BusError> {
-        sqlx::query(
-            "UPDATE group_offsets SET next_offset = $4 WHERE grp = $1 AND topic = $2 AND partition = $3",
-        )
-        .bind(group)
-        .bind(topic)
-        .bind(partition as i64)
-        .bind(next as i64)
-        .execute(&self.writer)
-        .await
-        .map_err(unavailable)?;
+    fn stage_commit(&self, group: &str, topic: &str, partition: u32, next: u64) {
+        self.staged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((group.to_owned(), topic.to_owned(), partition), next);
+    }
+
+    /// Writes every staged offset in one transaction. On failure they stay staged (unless a newer
+    /// offset for the same partition was staged meanwhile).
+    async fn flush_commits(&self) -> Result<(), BusError> {
+        let staged =
+            std::mem::take(&mut *self.staged.lock().unwrap_or_else(PoisonError::into_inner));
+        if staged.is_empty() {
+            return Ok(());
+        }
+        crate::crash::point("consumer.before_offset_commit");
+        let written = async {
+            let mut tx = self.writer.begin().await?;
+            for ((group, topic, partition), next) in &staged {
+                sqlx::query(
+                    // MAX: two flushes may race (the ticker and a stopping member); offsets never go back.
+                    "UPDATE group_offsets SET next_offset = MAX(next_offset, $4)
+                     WHERE grp = $1 AND topic = $2 AND partition = $3",
+                )
+                .bind(group)
+                .bind(topic)
+                .bind(*partition as i64)
+                .bind(*next as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = written {
+            let mut current = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, next) in staged {
+                current.entry(key).or_insert(next);
+            }
+            return Err(unavailable(e));
+        }
         Ok(())
+    }
+
+    /// Committed offsets as the group will see them: written ones overlaid with staged ones.
+    fn staged_offset(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+        self.staged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(group.to_owned(), topic.to_owned(), partition))
+            .copied()
     }
 }
 
@@ -329,45 +429,50 @@ impl EventBus for SqliteEventLog {
             .await?;
 
         let _append = self.inner.append.lock().await;
-        // Next offsets as they will be once this call commits; the watches move only after commit.
+        // Place every record (partition, offset) under one look at the topics. `ends` are the next
+        // offsets as they will be once this call commits; the watches move only after the commit.
         let mut ends: HashMap<(&str, u32), u64> = HashMap::new();
+        let mut placed = Vec::with_capacity(records.len());
+        {
+            let topics = self.inner.lock_topics();
+            for record in records {
+                let parts = topics.get(&record.topic).ok_or_else(|| {
+                    BusError::Unavailable(format!("topic {} vanished", record.topic))
+                })?;
+                let partition = partition_for(&record.key, parts.len() as u32);
+                let end = ends
+                    .entry((record.topic.as_str(), partition))
+                    .or_insert_with(|| parts.get(partition as usize).map_or(0, |w| *w.borrow()));
+                let headers = serde_json::to_string(&record.headers)
+                    .map_err(|e| BusError::Invalid(e.to_string()))?;
+                placed.push((record, partition, *end, headers));
+                *end += 1;
+            }
+        }
         let now = Utc::now().timestamp_millis();
         let mut tx = self.inner.writer.begin().await.map_err(unavailable)?;
-        for record in records {
-            let partitions = self
-                .inner
-                .partitions(&record.topic)
-                .ok_or_else(|| BusError::Unavailable(format!("topic {} vanished", record.topic)))?;
-            let partition = partition_for(&record.key, partitions);
-            let end = match ends.get_mut(&(record.topic.as_str(), partition)) {
-                Some(end) => end,
-                None => {
-                    let current = self
-                        .inner
-                        .end_watch(&record.topic, partition)
-                        .map(|w| *w.borrow())
-                        .unwrap_or(0);
-                    ends.entry((record.topic.as_str(), partition))
-                        .or_insert(current)
-                }
-            };
-            let headers = serde_json::to_string(&record.headers)
-                .map_err(|e| BusError::Invalid(e.to_string()))?;
-            sqlx::query(
-                "INSERT INTO records (topic, partition, offset, key, payload, headers, appended_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&record.topic)
-            .bind(partition as i64)
-            .bind(*end as i64)
-            .bind(&record.key)
-            .bind(&record.payload)
-            .bind(headers)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            *end += 1;
+        // Multi-row INSERTs in a few fixed sizes, so that only a few statements are ever prepared.
+        let mut rest = placed.as_slice();
+        while !rest.is_empty() {
+            let size = INSERT_SIZES
+                .iter()
+                .copied()
+                .find(|size| *size <= rest.len())
+                .unwrap_or(1);
+            let (chunk, later) = rest.split_at(size);
+            let mut insert = sqlx::query(insert_sql(size));
+            for (record, partition, offset, headers) in chunk {
+                insert = insert
+                    .bind(&record.topic)
+                    .bind(*partition as i64)
+                    .bind(*offset as i64)
+                    .bind(&record.key)
+                    .bind(&record.payload)
+                    .bind(headers)
+                    .bind(now);
+            }
+            insert.execute(&mut *tx).await.map_err(unavailable)?;
+            rest = later;
         }
         tx.commit().await.map_err(unavailable)?;
         let topics = self.inner.lock_topics();
@@ -446,12 +551,17 @@ impl EventBus for SqliteEventLog {
                     .end_watch(&topic, partition)
                     .map(|w| *w.borrow())
                     .unwrap_or(0);
+                let group: String = row.get(0);
+                let committed = self
+                    .inner
+                    .staged_offset(&group, &topic, partition)
+                    .unwrap_or(row.get::<i64, _>(3) as u64);
                 PartitionLag {
-                    group: row.get(0),
+                    group,
                     topic,
                     partition,
                     end,
-                    committed: row.get::<i64, _>(3) as u64,
+                    committed,
                 }
             })
             .collect())
@@ -484,7 +594,16 @@ struct PartitionWorker {
 }
 
 impl PartitionWorker {
-    async fn run(mut self) {
+    async fn run(self) {
+        let inner = self.inner.clone();
+        self.deliver().await;
+        // A stopping member leaves its position written, so the next member resumes after it.
+        if let Err(e) = inner.flush_commits().await {
+            tracing::warn!(error = %e, "offsets left unwritten at stop; those records will be redelivered");
+        }
+    }
+
+    async fn deliver(mut self) {
         let Some(mut end) = self.inner.end_watch(&self.topic, self.partition) else {
             return;
         };
@@ -517,19 +636,8 @@ impl PartitionWorker {
             let next = batch.last().map_or(position, |d| d.offset + 1);
             match self.handler.handle(&batch).await {
                 Ok(()) => {
-                    crate::crash::point("consumer.before_offset_commit");
-                    // A failed commit only means redelivery, which the inbox absorbs; keep trying a
-                    // little so that a stop still leaves the position recorded.
-                    while let Err(e) = self
-                        .inner
-                        .commit(&self.group, &self.topic, self.partition, next)
-                        .await
-                    {
-                        tracing::warn!(group = %self.group, error = %e, "cannot commit offset");
-                        if !pause.wait(&mut self.stop).await {
-                            return;
-                        }
-                    }
+                    self.inner
+                        .stage_commit(&self.group, &self.topic, self.partition, next);
                     position = next;
                     pause = Pause::default();
                 }
