@@ -114,6 +114,7 @@ impl Stores {
 pub struct Running {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
+    stop_relays: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     relays: JoinSet<()>,
     subscriptions: Vec<Subscription>,
@@ -126,11 +127,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     telemetry::metrics();
     let stores = Stores::open(&config).await?;
     let (stop, stop_rx) = watch::channel(false);
+    // Relays stop last, after the consumers, so that what the last batches emit is published too.
+    let (stop_relays, relays_stop_rx) = watch::channel(false);
 
     let mut relays = JoinSet::new();
     for (_, db) in &stores.services {
         relays.spawn(
-            Relay::new(db.clone(), stores.bus.clone(), config.bus.relay_batch).run(stop_rx.clone()),
+            Relay::new(db.clone(), stores.bus.clone(), config.bus.relay_batch)
+                .run(relays_stop_rx.clone()),
         );
     }
     let subscriptions = vec![
@@ -157,6 +161,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         stop,
+        stop_relays,
         server,
         relays,
         subscriptions,
@@ -248,6 +253,7 @@ impl Running {
         for subscription in self.subscriptions {
             subscription.stop().await;
         }
+        let _ = self.stop_relays.send(true);
         while self.relays.join_next().await.is_some() {}
         self.stores.close().await;
         Ok(())

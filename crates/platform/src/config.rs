@@ -261,11 +261,12 @@ impl Config {
         if self.bus.partitions == 0 || self.bus.partitions > 1024 {
             return fail("bus.partitions", "must be between 1 and 1024");
         }
-        if self.bus.consumer_batch == 0 {
-            return fail("bus.consumer_batch", "must be at least 1");
+        if !(1..=10_000).contains(&self.bus.consumer_batch) {
+            return fail("bus.consumer_batch", "must be between 1 and 10000");
         }
-        if self.bus.relay_batch == 0 {
-            return fail("bus.relay_batch", "must be at least 1");
+        // The relay deletes what it published with one statement of one parameter per row.
+        if !(1..=4096).contains(&self.bus.relay_batch) {
+            return fail("bus.relay_batch", "must be between 1 and 4096");
         }
         if self.bus.max_attempts == 0 {
             return fail("bus.max_attempts", "must be at least 1");

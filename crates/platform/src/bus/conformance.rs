@@ -281,58 +281,58 @@ pub async fn nothing_is_lost_with_concurrent_producers(factory: &dyn BusFactory)
     }
 }
 
-/// A batch whose handler reports infrastructure trouble is delivered again, and nothing is
-/// dead-lettered for it.
-pub async fn infrastructure_errors_redeliver_without_dead_lettering(factory: &dyn BusFactory) {
+/// A batch whose handler reports infrastructure trouble, or panics, is delivered again.
+pub async fn a_failed_batch_is_delivered_again(factory: &dyn BusFactory) {
     struct Flaky {
-        failures_left: Mutex<u32>,
+        calls: Mutex<u32>,
         inner: Collector,
     }
     #[async_trait]
     impl BatchHandler for Flaky {
         async fn handle(&self, batch: &[Delivery]) -> Result<(), InfraError> {
-            let fail = {
-                let mut left = self.failures_left.lock().unwrap();
-                let fail = *left > 0;
-                *left = left.saturating_sub(1);
-                fail
+            let call = {
+                let mut calls = self.calls.lock().unwrap();
+                *calls += 1;
+                *calls
             };
-            if fail {
-                return Err(InfraError("database is down".into()));
+            match call {
+                1 => Err(InfraError("database is down".into())),
+                2 => panic!("a bug in the handler"),
+                _ => self.inner.handle(batch).await,
             }
-            self.inner.handle(batch).await
         }
     }
     let bus = factory.open().await;
     let topic = unique("infra");
-    bus.publish(&[record(&topic, "k", "only")])
+    bus.publish(&[record(&topic, "k", "first")])
         .await
         .expect("publish");
     let flaky = Arc::new(Flaky {
-        failures_left: Mutex::new(2),
+        calls: Mutex::new(0),
         inner: Collector::default(),
     });
     let sub = subscribe(&bus, &unique("g"), &topic, flaky.clone()).await;
-    wait_until("the record is handled after two failures", || {
+    wait_until("the record is handled after an error and a panic", || {
         !flaky.inner.bodies().is_empty()
     })
     .await;
-    sub.stop().await;
-    assert_eq!(flaky.inner.bodies(), vec!["only".to_owned()]);
-    assert_eq!(*flaky.failures_left.lock().unwrap(), 0);
-    let dead = Arc::new(Collector::default());
-    let dlq_topic = format!("{topic}{}", dlq::DLQ_SUFFIX);
-    // The DLQ topic may not exist at all; publishing a marker makes the check meaningful.
-    bus.publish(&[record(&dlq_topic, "k", "marker")])
+    // The partition lives on after the panic: a later record arrives too.
+    bus.publish(&[record(&topic, "k", "second")])
         .await
-        .expect("publish marker");
-    let sub = subscribe(&bus, &unique("dlq-reader"), &dlq_topic, dead.clone()).await;
-    wait_until("the marker arrives", || !dead.bodies().is_empty()).await;
+        .expect("publish");
+    wait_until("the next record arrives", || {
+        flaky.inner.bodies().len() >= 2
+    })
+    .await;
     sub.stop().await;
     assert_eq!(
-        dead.bodies(),
-        vec!["marker".to_owned()],
-        "nothing but the marker on the DLQ"
+        flaky.inner.bodies(),
+        vec!["first".to_owned(), "second".to_owned()]
+    );
+    assert_eq!(
+        *flaky.calls.lock().unwrap(),
+        4,
+        "error, panic, first, second"
     );
 }
 
@@ -342,6 +342,22 @@ struct Ledger {
     poison: Uuid,
     healed: Arc<Mutex<bool>>,
     attempts: Arc<Mutex<HashMap<Uuid, u32>>>,
+    /// Fail this many calls (any event) with an infrastructure error first.
+    outages: Arc<Mutex<u32>>,
+    /// Panic on the first attempt at this product.
+    panics_once: Uuid,
+}
+
+impl Ledger {
+    fn new(poison: Uuid) -> Self {
+        Ledger {
+            poison,
+            healed: Arc::new(Mutex::new(false)),
+            attempts: Arc::default(),
+            outages: Arc::default(),
+            panics_once: Uuid::nil(),
+        }
+    }
 }
 
 const LEDGER: &[Migration] = &[Migration::portable(
@@ -424,18 +440,15 @@ pub async fn a_failing_event_is_dead_lettered_and_can_be_replayed(factory: &dyn 
         .collect();
     bus.publish(&records).await.unwrap();
 
-    let healed = Arc::new(Mutex::new(false));
-    let attempts = Arc::new(Mutex::new(HashMap::new()));
+    let ledger = Ledger::new(poison);
+    let (healed, attempts) = (ledger.healed.clone(), ledger.attempts.clone());
+    let group = unique("g");
     let consumer = Consumer::new(
         "conformance",
-        unique("g"),
+        group.clone(),
         db.clone(),
         bus.clone(),
-        Ledger {
-            poison,
-            healed: healed.clone(),
-            attempts: attempts.clone(),
-        },
+        ledger,
         RETRY,
     );
     let sub = consumer.spawn(&[&topic], 16).await.unwrap();
@@ -461,14 +474,7 @@ pub async fn a_failing_event_is_dead_lettered_and_can_be_replayed(factory: &dyn 
         "attempted exactly max_attempts times"
     );
 
-    let mut letters = Vec::new();
-    for _ in 0..3000 {
-        letters = store.list(10).await.unwrap();
-        if !letters.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let letters = store.list(10).await.unwrap();
     assert_eq!(letters.len(), 1, "one dead letter");
     let letter = &letters[0];
     assert_eq!(letter.topic, topic);
@@ -522,15 +528,12 @@ pub async fn an_event_delivered_twice_takes_effect_once(factory: &dyn BusFactory
         group.clone(),
         db.clone(),
         bus.clone(),
-        Ledger {
-            poison: Uuid::nil(),
-            healed: Arc::new(Mutex::new(true)),
-            attempts: Arc::default(),
-        },
+        Ledger::new(Uuid::nil()),
         RETRY,
     );
     let sub = consumer.spawn(&[&topic], 16).await.unwrap();
     wait_until_rows(&db, 2).await;
+    wait_for_lag_zero(&bus, &group).await;
     sub.stop().await;
     let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM ledger ORDER BY rowid")
         .fetch_all(db.reader())
@@ -553,5 +556,137 @@ async fn wait_until_rows(db: &Db, n: usize) {
     panic!(
         "timed out waiting for {n} ledger rows: {:?}",
         ledger_rows(db).await
+    );
+}
+
+/// Waits until `group` has committed everything on every partition it consumes.
+async fn wait_for_lag_zero(bus: &Arc<dyn EventBus>, group: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let lags = bus.lag().await.unwrap();
+        let mine: Vec<_> = lags.iter().filter(|l| l.group == group).collect();
+        if !mine.is_empty() && mine.iter().all(|l| l.lag() == 0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "group {group} still lags: {mine:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads every record of a topic (all partitions) with a throwaway group, until lag is zero.
+async fn read_all(bus: &Arc<dyn EventBus>, topic: &str) -> Vec<Delivery> {
+    let collector = Arc::new(Collector::default());
+    let group = unique("reader");
+    let sub = subscribe(bus, &group, topic, collector.clone()).await;
+    wait_for_lag_zero(bus, &group).await;
+    sub.stop().await;
+    collector.deliveries()
+}
+
+/// An infrastructure error in a handler pauses and redelivers; a panic is a failure that is
+/// retried; neither dead-letters anything, and every event takes effect once.
+pub async fn handler_outages_and_panics_are_retried_not_dead_lettered(factory: &dyn BusFactory) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
+        .await
+        .unwrap();
+    db.migrate(LEDGER).await.unwrap();
+    let bus = factory.open().await;
+    let topic = unique("outage");
+    let products: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let records: Vec<Record> = products
+        .iter()
+        .map(|p| deletion(&topic, "k", *p).1)
+        .collect();
+    bus.publish(&records).await.unwrap();
+    let mut ledger = Ledger::new(Uuid::nil());
+    *ledger.outages.lock().unwrap() = 3;
+    ledger.panics_once = products[2];
+    let group = unique("g");
+    let sub = Consumer::new(
+        "conformance",
+        group.clone(),
+        db.clone(),
+        bus.clone(),
+        ledger,
+        RETRY,
+    )
+    .spawn(&[&topic], 16)
+    .await
+    .unwrap();
+    wait_until_rows(&db, 5).await;
+    wait_for_lag_zero(&bus, &group).await;
+    sub.stop().await;
+    let expected: Vec<String> = products.iter().map(Uuid::to_string).collect();
+    assert_eq!(
+        ledger_rows(&db).await,
+        expected,
+        "all applied, once, in order"
+    );
+    // The DLQ topic may never have been created; a marker makes "nothing else there" checkable.
+    let dlq_topic = format!("{topic}{}", dlq::DLQ_SUFFIX);
+    bus.publish(&[record(&dlq_topic, "k", "marker")])
+        .await
+        .unwrap();
+    let dead = read_all(&bus, &dlq_topic).await;
+    assert_eq!(dead.len(), 1, "nothing but the marker on the DLQ: {dead:?}");
+}
+
+/// A record that is not an event goes to the dead-letter topic at once, and the next one is applied.
+pub async fn an_undecodable_record_is_dead_lettered_at_once(factory: &dyn BusFactory) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
+        .await
+        .unwrap();
+    db.migrate(LEDGER).await.unwrap();
+    let bus = factory.open().await;
+    let topic = unique("garbage");
+    let product = Uuid::now_v7();
+    bus.publish(&[
+        record(&topic, "k", "not json at all"),
+        deletion(&topic, "k", product).1,
+    ])
+    .await
+    .unwrap();
+    let ledger = Ledger::new(Uuid::nil());
+    let attempts = ledger.attempts.clone();
+    let group = unique("g");
+    let sub = Consumer::new(
+        "conformance",
+        group.clone(),
+        db.clone(),
+        bus.clone(),
+        ledger,
+        RETRY,
+    )
+    .spawn(&[&topic], 16)
+    .await
+    .unwrap();
+    wait_until_rows(&db, 1).await;
+    wait_for_lag_zero(&bus, &group).await;
+    sub.stop().await;
+    assert_eq!(ledger_rows(&db).await, vec![product.to_string()]);
+    assert_eq!(
+        attempts.lock().unwrap().len(),
+        1,
+        "the handler never saw the garbage"
+    );
+    let dead = read_all(&bus, &format!("{topic}{}", dlq::DLQ_SUFFIX)).await;
+    assert_eq!(dead.len(), 1);
+    let letter: dlq::DeadLetter = serde_json::from_slice(&dead[0].record.payload).unwrap();
+    assert_eq!(letter.attempts, 1);
+    assert_eq!(letter.group, group);
+    assert!(letter.error.contains("cannot decode"), "{}", letter.error);
+    assert_eq!(
+        letter.envelope,
+        serde_json::Value::String("not json at all".into())
+    );
+    assert_eq!(
+        letter.original().payload,
+        b"not json at all",
+        "the original travels whole"
     );
 }

@@ -13,8 +13,11 @@
 
 use std::{sync::Arc, time::Duration};
 
+use std::panic::AssertUnwindSafe;
+
 use async_trait::async_trait;
 use emporium_events::Envelope;
+use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::{BatchHandler, Delivery, EventBus, InfraError, SubscribeOptions, Subscription, dlq};
@@ -51,6 +54,13 @@ impl From<sqlx::Error> for HandlerError {
 }
 
 /// What a service writes to handle events.
+///
+/// A handler works **only on its database** through `tx`: the transaction may be rolled back and the
+/// event applied again (a later event in the same batch failed, a retry), so an effect outside the
+/// database — an email, a call to a payment provider — would happen twice. Record the intent in `tx`
+/// instead and perform it after commit from that record. Events of one key arrive in order per
+/// topic; across topics (an order's payment event and its inventory event) they may arrive in any
+/// order, and handlers must accept that.
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
     /// Applies `event` inside `tx`. The event is already recorded in the inbox; events emitted with
@@ -209,7 +219,16 @@ impl<H: EventHandler> Consumer<H> {
         let span = tracing::info_span!("event", service = self.source, group = %self.group, event_type = envelope.event.event_type(),
             event_id = %envelope.event_id, correlation_id = %envelope.correlation_id);
         let started = std::time::Instant::now();
-        let result = self.handler.handle(tx, envelope).instrument(span).await;
+        // A panicking handler is a failing handler: retried, then dead-lettered, never a dead partition.
+        let result = AssertUnwindSafe(self.handler.handle(tx, envelope).instrument(span))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(HandlerError::Failed(format!(
+                    "handler panicked: {}",
+                    super::panic_message(panic.as_ref())
+                )))
+            });
         metrics::histogram!("emporium_event_handler_seconds", "group" => self.group.clone())
             .record(started.elapsed().as_secs_f64());
         result.map(|()| true)

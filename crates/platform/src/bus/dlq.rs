@@ -114,15 +114,18 @@ pub struct DeadLetterEntry {
 pub const MIGRATIONS: &[Migration] = &[Migration::portable(
     100,
     "dead_letters",
+    // One row per (group, original record): the same failure dead-lettered twice (its batch was
+    // redelivered after a crash) is one dead letter.
     "CREATE TABLE dead_letters (
-        id          TEXT    PRIMARY KEY,
-        dlq_topic   TEXT    NOT NULL,
-        dlq_partition INTEGER NOT NULL,
-        dlq_offset  BIGINT  NOT NULL,
-        letter      TEXT    NOT NULL,
-        failed_at   BIGINT  NOT NULL,
-        replayed_at BIGINT,
-        UNIQUE (dlq_topic, dlq_partition, dlq_offset))",
+        id            TEXT    PRIMARY KEY,
+        grp           TEXT    NOT NULL,
+        src_topic     TEXT    NOT NULL,
+        src_partition INTEGER NOT NULL,
+        src_offset    BIGINT  NOT NULL,
+        letter        TEXT    NOT NULL,
+        failed_at     BIGINT  NOT NULL,
+        replayed_at   BIGINT,
+        UNIQUE (grp, src_topic, src_partition, src_offset))",
 )];
 
 #[derive(Debug, thiserror::Error)]
@@ -250,16 +253,18 @@ impl BatchHandler for DeadLetterStore {
                     "unreadable record on a dead-letter topic: skipped");
                 continue;
             };
-            // Keyed by position on the DLQ topic, so a redelivered dead letter is stored once.
+            // A replayed record fails again at a new offset: that is a new dead letter. The same
+            // record dead-lettered twice by one group is not.
             sqlx::query(
-                "INSERT INTO dead_letters (id, dlq_topic, dlq_partition, dlq_offset, letter, failed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (dlq_topic, dlq_partition, dlq_offset) DO NOTHING",
+                "INSERT INTO dead_letters (id, grp, src_topic, src_partition, src_offset, letter, failed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (grp, src_topic, src_partition, src_offset) DO NOTHING",
             )
             .bind(Uuid::now_v7().to_string())
-            .bind(&delivery.record.topic)
-            .bind(delivery.partition as i64)
-            .bind(delivery.offset as i64)
+            .bind(&letter.group)
+            .bind(&letter.topic)
+            .bind(letter.partition as i64)
+            .bind(letter.offset as i64)
             .bind(serde_json::to_string(&letter).unwrap_or_default())
             .bind(letter.failed_at.timestamp_millis())
             .execute(&mut *tx)

@@ -3,7 +3,8 @@
 //!
 //! # Contract (every adapter MUST)
 //! - **Keyed order.** Records with the same key go to the same partition ([`partition_for`]) and are
-//!   delivered to a group in the order they were appended. Across keys there is no order.
+//!   delivered to a group in the order they were appended. Across keys there is no order, and across
+//!   topics neither: one order's events on `order-events` and on `payment-events` are two sequences.
 //! - **Durability.** When [`EventBus::publish`] returns `Ok`, every record in the call is stored and
 //!   will be delivered to every group subscribed to its topic, now or later.
 //! - **Groups.** Each consumer group has its own committed position per partition; a group that
@@ -199,6 +200,15 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// The text of a caught panic, for logs and dead letters.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 /// The partition a key belongs to: stable across processes, releases and adapters that use it.

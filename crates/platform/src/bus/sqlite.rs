@@ -17,8 +17,11 @@ use std::{
     time::Duration,
 };
 
+use std::panic::AssertUnwindSafe;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use sqlx::{
     Row,
     sqlite::{
@@ -75,6 +78,11 @@ struct Inner {
     /// in one transaction every [`COMMIT_INTERVAL`], so that commits do not compete with appends for
     /// the single writer one partition at a time.
     staged: Mutex<HashMap<(String, String, u32), u64>>,
+    /// Held from taking the staged offsets to writing them, so that a flush that returns has written
+    /// everything staged before it began (what a stopping member relies on).
+    flushing: tokio::sync::Mutex<()>,
+    /// Partitions whose in-memory end may be wrong (see `ResyncOnDrop`).
+    stale: Mutex<Vec<(String, u32)>>,
 }
 
 /// Rows per INSERT statement, largest first.
@@ -196,6 +204,8 @@ impl SqliteEventLog {
                 topics: Mutex::new(topics),
                 active_groups: Arc::new(Mutex::new(HashSet::new())),
                 staged: Mutex::new(HashMap::new()),
+                flushing: tokio::sync::Mutex::new(()),
+                stale: Mutex::new(Vec::new()),
             }),
         };
         let flusher = Arc::downgrade(&log.inner);
@@ -347,6 +357,38 @@ impl Inner {
             .map_or(next as u64, |staged| staged.max(next as u64)))
     }
 
+    /// Re-reads the end of every stale partition from the file. Call with the append lock held.
+    async fn resync_stale(&self) {
+        let stale = std::mem::take(&mut *self.stale.lock().unwrap_or_else(PoisonError::into_inner));
+        for (topic, partition) in stale {
+            let end: Result<i64, _> = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic = $1 AND partition = $2",
+            )
+            .bind(&topic)
+            .bind(partition as i64)
+            .fetch_one(&self.writer)
+            .await;
+            match end {
+                Ok(end) => {
+                    if let Some(end_tx) = self
+                        .lock_topics()
+                        .get(&topic)
+                        .and_then(|p| p.get(partition as usize))
+                    {
+                        end_tx.send_replace(end as u64);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(topic, partition, error = %e, "cannot re-read a partition's end");
+                    self.stale
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((topic, partition));
+                }
+            }
+        }
+    }
+
     fn stage_commit(&self, group: &str, topic: &str, partition: u32, next: u64) {
         self.staged
             .lock()
@@ -357,6 +399,7 @@ impl Inner {
     /// Writes every staged offset in one transaction. On failure they stay staged (unless a newer
     /// offset for the same partition was staged meanwhile).
     async fn flush_commits(&self) -> Result<(), BusError> {
+        let _flushing = self.flushing.lock().await;
         let staged =
             std::mem::take(&mut *self.staged.lock().unwrap_or_else(PoisonError::into_inner));
         if staged.is_empty() {
@@ -401,6 +444,33 @@ impl Inner {
     }
 }
 
+/// Marks partitions stale when an append did not finish normally (an error, or the caller's future
+/// dropped mid-way), and has their ends re-read from the file: by a task at once, so that consumers
+/// of rows that did commit are woken, and by the next append before it assigns offsets.
+struct ResyncOnDrop {
+    inner: Option<Arc<Inner>>,
+    partitions: Vec<(String, u32)>,
+}
+
+impl Drop for ResyncOnDrop {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        inner
+            .stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(&mut self.partitions);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _append = inner.append.lock().await;
+                inner.resync_stale().await;
+            });
+        }
+    }
+}
+
 /// Releases a group's single-member slot when its subscription ends.
 struct GroupSlot {
     group: String,
@@ -429,6 +499,7 @@ impl EventBus for SqliteEventLog {
             .await?;
 
         let _append = self.inner.append.lock().await;
+        self.inner.resync_stale().await;
         // Place every record (partition, offset) under one look at the topics. `ends` are the next
         // offsets as they will be once this call commits; the watches move only after the commit.
         let mut ends: HashMap<(&str, u32), u64> = HashMap::new();
@@ -449,6 +520,13 @@ impl EventBus for SqliteEventLog {
                 *end += 1;
             }
         }
+        // From here until the ends are advanced, an error or a cancelled call (the caller's future
+        // dropped) may leave the in-memory ends out of step with the file; the guard then re-reads
+        // them. Declared after `_append`, it drops first and its task takes the lock after us.
+        let mut guard = ResyncOnDrop {
+            inner: Some(self.inner.clone()),
+            partitions: ends.keys().map(|(t, p)| ((*t).to_owned(), *p)).collect(),
+        };
         let now = Utc::now().timestamp_millis();
         let mut tx = self.inner.writer.begin().await.map_err(unavailable)?;
         // Multi-row INSERTs in a few fixed sizes, so that only a few statements are ever prepared.
@@ -481,6 +559,7 @@ impl EventBus for SqliteEventLog {
                 end_tx.send_replace(end);
             }
         }
+        guard.inner = None;
         Ok(())
     }
 
@@ -634,7 +713,16 @@ impl PartitionWorker {
                 }
             };
             let next = batch.last().map_or(position, |d| d.offset + 1);
-            match self.handler.handle(&batch).await {
+            let handled = AssertUnwindSafe(self.handler.handle(&batch))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let message = super::panic_message(panic.as_ref());
+                    tracing::error!(group = %self.group, topic = %self.topic, partition = self.partition,
+                        panic = %message, "batch handler panicked");
+                    Err(super::InfraError(format!("handler panicked: {message}")))
+                });
+            match handled {
                 Ok(()) => {
                     self.inner
                         .stage_commit(&self.group, &self.topic, self.partition, next);

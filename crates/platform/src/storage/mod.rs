@@ -52,18 +52,8 @@ impl StorageError {
 impl From<sqlx::Error> for StorageError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Database(db) => {
-                // SQLite BUSY/LOCKED (5, 6) and PostgreSQL connection/operator classes (08, 57) mean
-                // the database, not the statement, is the trouble.
-                let code = db.code().unwrap_or_default();
-                if matches!(code.as_ref(), "5" | "6" | "261" | "517")
-                    || code.starts_with("08")
-                    || code.starts_with("57")
-                {
-                    StorageError::Unavailable(e.to_string())
-                } else {
-                    StorageError::Query(e.to_string())
-                }
+            sqlx::Error::Database(db) if is_unavailable_code(&db.code().unwrap_or_default()) => {
+                StorageError::Unavailable(e.to_string())
             }
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
@@ -73,6 +63,24 @@ impl From<sqlx::Error> for StorageError {
             | sqlx::Error::Protocol(_) => StorageError::Unavailable(e.to_string()),
             _ => StorageError::Query(e.to_string()),
         }
+    }
+}
+
+/// Does this database error code mean the database (not the statement) is in trouble?
+///
+/// PostgreSQL codes are five characters (SQLSTATE): connection (08), insufficient resources (53),
+/// operator intervention (57), system (58), serialization failure and deadlock (40001, 40P01: retry
+/// the whole transaction), lock not available (55P03). SQLite codes are numbers whose low byte is the
+/// primary code: BUSY 5, LOCKED 6, READONLY 8, IOERR 10, FULL 13, CANTOPEN 14.
+fn is_unavailable_code(code: &str) -> bool {
+    if code.len() == 5 {
+        ["08", "53", "57", "58"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || matches!(code, "40001" | "40P01" | "55P03")
+    } else {
+        code.parse::<i64>()
+            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
     }
 }
 
@@ -416,5 +424,62 @@ impl Tx {
             self.signal.notify_one();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_disk_is_unavailability_not_a_bad_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite("full", &dir.path().join("full.db"))
+            .await
+            .unwrap();
+        db.migrate(&[Migration::portable(
+            100,
+            "blobs",
+            "CREATE TABLE blobs (b BLOB)",
+        )])
+        .await
+        .unwrap();
+        // The writer pool has one connection: cap its file size.
+        sqlx::query("PRAGMA max_page_count = 40")
+            .execute(db.writer())
+            .await
+            .unwrap();
+        let mut error = None;
+        for _ in 0..100 {
+            if let Err(e) = sqlx::query("INSERT INTO blobs (b) VALUES ($1)")
+                .bind(vec![7u8; 8192])
+                .execute(db.writer())
+                .await
+            {
+                error = Some(StorageError::from(e));
+                break;
+            }
+        }
+        let error = error.expect("the database filled up");
+        assert!(error.is_unavailable(), "{error}");
+    }
+
+    #[test]
+    fn error_codes_are_classified_by_dialect() {
+        for code in [
+            "5", "261", "517", "8", "1032", "10", "3850", "13", "14", "08006", "53100", "57P01",
+            "40001", "40P01", "55P03",
+        ] {
+            assert!(
+                is_unavailable_code(code),
+                "{code} means the database is in trouble"
+            );
+        }
+        for code in ["19", "2067", "1", "23505", "42P01", "22P02"] {
+            assert!(
+                !is_unavailable_code(code),
+                "{code} is the statement's fault"
+            );
+        }
     }
 }

@@ -39,7 +39,9 @@ conformance_tests!(
     every_group_sees_every_record,
     a_restarted_consumer_resumes_from_its_committed_offset,
     nothing_is_lost_with_concurrent_producers,
-    infrastructure_errors_redeliver_without_dead_lettering,
+    a_failed_batch_is_delivered_again,
+    handler_outages_and_panics_are_retried_not_dead_lettered,
+    an_undecodable_record_is_dead_lettered_at_once,
     a_failing_event_is_dead_lettered_and_can_be_replayed,
     an_event_delivered_twice_takes_effect_once,
 );
@@ -112,4 +114,36 @@ async fn offsets_survive_reopening_the_log() {
     assert_eq!(read.len(), 1, "offsets continue after a reopen");
     assert_eq!(read[0].offset, 10);
     assert_eq!(read[0].record.payload, b"10");
+}
+
+/// A caller that gives up on an append half way (its future dropped, as a timeout or a closed
+/// connection does) must not leave the partition unable to take the next append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_append_does_not_wedge_its_partition() {
+    let embedded = Embedded::new();
+    let log = SqliteEventLog::open(&embedded.path, 1).await.unwrap();
+    let record = |n: usize| emporium_platform::bus::Record {
+        topic: "t".into(),
+        key: "k".into(),
+        payload: n.to_string().into_bytes(),
+        headers: Default::default(),
+    };
+    for i in 0..200 {
+        let log = log.clone();
+        let append = tokio::spawn(async move { log.publish(&[record(i)]).await });
+        // Give up at varying points: before, during or after the transaction.
+        tokio::time::sleep(std::time::Duration::from_micros((i % 7 * 40) as u64)).await;
+        append.abort();
+    }
+    log.publish(&[record(1000)])
+        .await
+        .expect("the next append works");
+    let read = log.read("t", 0, 0, 10_000).await.unwrap();
+    let offsets: Vec<u64> = read.iter().map(|d| d.offset).collect();
+    assert_eq!(
+        offsets,
+        (0..read.len() as u64).collect::<Vec<_>>(),
+        "offsets stay dense"
+    );
+    assert_eq!(read.last().unwrap().record.payload, b"1000");
 }
