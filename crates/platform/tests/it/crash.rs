@@ -1,5 +1,5 @@
 //! Crash tests: a real child process runs a producer → outbox → relay → log → consumer → inbox
-//! pipeline and is aborted (as `kill -9` would, no clean-up) at a named crash point; a second run
+//! pipeline and is killed with SIGKILL at a named crash point; a second run
 //! without the crash point finishes the work. Every event must then have taken effect exactly once.
 //!
 //! The child is this very test binary, re-executed to run the ignored `child_process` test, so it
@@ -226,8 +226,8 @@ async fn crash_and_recover(point: &str, left_behind: impl Fn(&Census) -> bool) {
     let status = run_child(dir.path(), Some(point)).await;
     assert_eq!(
         status.signal(),
-        Some(6),
-        "the child should have died at {point} (SIGABRT), got {status:?}"
+        Some(9),
+        "the child should have been killed at {point} (SIGKILL), got {status:?}"
     );
     let after_crash = census(dir.path()).await;
     assert!(
