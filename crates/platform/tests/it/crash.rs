@@ -259,10 +259,10 @@ async fn a_crash_between_the_state_commit_and_the_publish_loses_nothing() {
 
 #[tokio::test]
 async fn a_crash_right_after_a_commit_loses_nothing() {
-    crash_and_recover("outbox.after_commit:50", |c| {
-        c.commands >= 50 && c.outbox > 0
-    })
-    .await;
+    // Killed right after the 50th commit, before the relay is woken for it. The relay may still have
+    // picked the row up (woken by an earlier commit) before the kill landed: only the commit count is
+    // certain here.
+    crash_and_recover("outbox.after_commit:50", |c| c.commands >= 50).await;
 }
 
 #[tokio::test]
