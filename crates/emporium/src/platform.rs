@@ -6,14 +6,29 @@ use std::{fs::File, net::SocketAddr, sync::Arc};
 use anyhow::{Context, bail};
 use axum::{Router, middleware};
 use emporium_platform::{
+    auth::Tokens,
     bus::{EventBus, SqliteEventLog, Subscription, dlq},
     config::Config,
     http::{self, Health, HealthCheck},
+    service::{Service, ServiceContext, Workers},
     storage::{Db, relay::Relay},
     telemetry,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+
+/// The services implemented so far; the others in [`SERVICES`] have their database and health check.
+pub fn implemented() -> Vec<Arc<dyn Service>> {
+    vec![
+        Arc::new(emporium_users::UsersService),
+        Arc::new(emporium_catalog::CatalogService),
+        Arc::new(emporium_inventory::InventoryService),
+        Arc::new(emporium_orders::OrdersService),
+        Arc::new(emporium_payments::PaymentsService),
+        Arc::new(emporium_shipping::ShippingService),
+        Arc::new(emporium_notifications::NotificationsService),
+    ]
+}
 
 /// Every service of the platform; each owns a database named after it.
 pub const SERVICES: [&str; 9] = [
@@ -112,6 +127,7 @@ impl Stores {
 
 /// A started platform.
 pub struct Running {
+    workers: Vec<Workers>,
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     stop_relays: watch::Sender<bool>,
@@ -145,7 +161,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .context("cannot start the dead-letter collector")?,
     ];
 
-    let app = router(&config, &stores);
+    let config = Arc::new(config);
+    let tokens = Tokens::load(config.jwt_secret.as_deref(), &config.data_dir)
+        .context("cannot read or create the token secret in the data directory")?;
+    let mut api = Router::new();
+    let mut workers = Vec::new();
+    for service in implemented() {
+        let db = stores
+            .services
+            .iter()
+            .find(|(name, _)| *name == service.name())
+            .map(|(_, db)| db.clone())
+            .with_context(|| format!("no database for service {}", service.name()))?;
+        db.migrate(service.migrations())
+            .await
+            .with_context(|| format!("cannot migrate the {} database", service.name()))?;
+        let ctx = ServiceContext {
+            name: service.name(),
+            db,
+            bus: stores.bus.clone(),
+            config: config.clone(),
+            tokens: tokens.clone(),
+            stop: stop_rx.clone(),
+        };
+        api = api.merge(service.router(&ctx));
+        let mut service_workers = Workers::default();
+        service
+            .start(&ctx, &mut service_workers)
+            .await
+            .with_context(|| format!("cannot start the {} service", service.name()))?;
+        workers.push(service_workers);
+    }
+
+    let app = router(&config, &stores, api, tokens);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
@@ -159,6 +207,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
     });
     Ok(Running {
+        workers,
         addr,
         stop,
         stop_relays,
@@ -170,7 +219,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-fn router(config: &Config, stores: &Stores) -> Router {
+fn router(config: &Config, stores: &Stores, api: Router, tokens: Arc<Tokens>) -> Router {
     let mut checks: Vec<(String, Arc<dyn HealthCheck>)> = stores
         .services
         .iter()
@@ -199,7 +248,9 @@ fn router(config: &Config, stores: &Stores) -> Router {
         }
     };
     http::ops_router(health, refresh)
+        .merge(api)
         .fallback(http::not_found)
+        .layer(axum::Extension(tokens))
         .layer(middleware::from_fn(telemetry::http_layer))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -249,6 +300,9 @@ impl Running {
                 tracing::warn!("requests still running after the grace period; closing them");
                 self.server.abort();
             }
+        }
+        for workers in self.workers {
+            workers.stop().await;
         }
         for subscription in self.subscriptions {
             subscription.stop().await;

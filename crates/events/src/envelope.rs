@@ -263,11 +263,27 @@ mod tests {
                 payment_id,
                 amount: usd(1998),
             }),
+            Event::ShipmentRequested(ShipmentRequested {
+                order_id,
+                user_id,
+                shipping_address: Address {
+                    name: "Ada Lovelace".into(),
+                    line1: "12 Analytical Row".into(),
+                    line2: None,
+                    city: "London".into(),
+                    postal_code: "N1 9GU".into(),
+                    country: "GB".into(),
+                },
+            }),
             Event::ShipmentCreated(ShipmentCreated {
                 order_id,
                 shipment_id,
                 tracking_number: "EMP123".into(),
                 carrier: "SimPost".into(),
+            }),
+            Event::ShipmentCancelled(ShipmentCancelled {
+                order_id,
+                shipment_id,
             }),
             Event::ShipmentDispatched(ShipmentDispatched {
                 order_id,
@@ -384,7 +400,11 @@ mod tests {
         for event in one_of_each(order_id) {
             let saga_topic = matches!(
                 event.topic(),
-                Topic::Order | Topic::Inventory | Topic::Payment | Topic::Shipment
+                Topic::Order
+                    | Topic::Inventory
+                    | Topic::Payment
+                    | Topic::Shipment
+                    | Topic::ShippingRequest
             );
             if saga_topic && !not_saga.contains(&event.event_type()) {
                 assert_eq!(
@@ -398,8 +418,8 @@ mod tests {
                 assert_ne!(event.aggregate_id(), order_id.to_string());
             }
         }
-        // 5 order + 4 inventory + 4 payment + 3 shipment events.
-        assert_eq!(checked, 16);
+        // 5 order + 4 inventory + 4 payment + 4 shipment events + the shipping request.
+        assert_eq!(checked, 18);
     }
 
     #[test]

@@ -179,9 +179,17 @@ events! {
         emitted_by: "payments, on `OrderCancelled` after authorization",
     }
 
+    ShipmentRequested {
+        topic: ShippingRequest, version: 1, aggregate: order_id,
+        emitted_by: "orders, with `OrderConfirmed` (carries the shipping address to shipping only)",
+    }
     ShipmentCreated {
         topic: Shipment, version: 1, aggregate: order_id,
-        emitted_by: "shipping, on `OrderConfirmed`",
+        emitted_by: "shipping, on `ShipmentRequested`",
+    }
+    ShipmentCancelled {
+        topic: Shipment, version: 1, aggregate: order_id,
+        emitted_by: "shipping, on `OrderCancelled` before dispatch",
     }
     ShipmentDispatched {
         topic: Shipment, version: 1, aggregate: order_id,
@@ -259,9 +267,15 @@ mod tests {
                     "PaymentVoided",
                 ],
             ),
+            ("shipping-requests", &["ShipmentRequested"]),
             (
                 "shipment-events",
-                &["ShipmentCreated", "ShipmentDispatched", "ShipmentDelivered"],
+                &[
+                    "ShipmentCreated",
+                    "ShipmentCancelled",
+                    "ShipmentDispatched",
+                    "ShipmentDelivered",
+                ],
             ),
             ("promotion-events", &["PromotionLaunched"]),
             (

@@ -250,9 +250,36 @@ pub struct PaymentVoided {
     pub amount: Money,
 }
 
+// ------------------------------------------------------------ shipping-requests
+
+/// Where an order goes. Personal data: it travels only to the shipping service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Address {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country: String,
+}
+
+/// Emitted by the orders service in the same transaction as `OrderConfirmed`, on a topic only the
+/// shipping service reads, so that the address reaches shipping and nobody else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentRequested {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub shipping_address: Address,
+}
+
 // ------------------------------------------------------------ shipment-events
 
-/// Emitted by shipping when it creates the shipment (`READY`) for an `OrderConfirmed`.
+/// Emitted by shipping when it creates the shipment (`READY`) for a confirmed order
+/// (`ShipmentRequested`, which the orders service emits with `OrderConfirmed`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShipmentCreated {
@@ -260,6 +287,14 @@ pub struct ShipmentCreated {
     pub shipment_id: Uuid,
     pub tracking_number: String,
     pub carrier: String,
+}
+
+/// Emitted by shipping when an order is cancelled before its shipment was dispatched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentCancelled {
+    pub order_id: Uuid,
+    pub shipment_id: Uuid,
 }
 
 /// Emitted by shipping when the carrier takes the parcel (automatic after the dispatch delay, or

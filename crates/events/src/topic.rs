@@ -11,6 +11,8 @@ vocabulary! {
         Inventory = "inventory-events",
         Payment = "payment-events",
         Shipment = "shipment-events",
+        /// Orders → shipping only: carries the shipping address, which no other service sees.
+        ShippingRequest = "shipping-requests",
         Promotion = "promotion-events",
         Notification = "notification-events",
     }
@@ -27,6 +29,7 @@ impl Topic {
             Self::Inventory => "inventory-events.dlq",
             Self::Payment => "payment-events.dlq",
             Self::Shipment => "shipment-events.dlq",
+            Self::ShippingRequest => "shipping-requests.dlq",
             Self::Promotion => "promotion-events.dlq",
             Self::Notification => "notification-events.dlq",
         }
@@ -49,6 +52,7 @@ mod tests {
                 "inventory-events",
                 "payment-events",
                 "shipment-events",
+                "shipping-requests",
                 "promotion-events",
                 "notification-events",
             ]

@@ -1,5 +1,4 @@
-//! The HTTP basics every Emporium process serves: problem documents (RFC 9457), `/health`,
-//! `/health/live` and `/metrics`.
+//! The HTTP basics every Emporium process serves: `/health`, `/health/live` and `/metrics`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,69 +7,11 @@ use axum::{
     Json, Router,
     extract::State,
     http::{StatusCode, header},
-    response::{IntoResponse, Response},
     routing::get,
 };
-use serde::Serialize;
 use serde_json::json;
 
-use crate::{bus::EventBus, storage::Db, telemetry};
-
-/// A field that failed validation.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-/// An RFC 9457 problem document with Emporium's stable `code`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    pub code: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
-}
-
-impl Problem {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Problem {
-            kind: format!(
-                "https://emporium.dev/problems/{}",
-                code.to_lowercase().replace('_', "-")
-            ),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: detail.into(),
-            code,
-            errors: Vec::new(),
-            correlation_id: None,
-        }
-    }
-
-    pub fn not_found(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", detail)
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/problem+json")],
-            Json(self),
-        )
-            .into_response()
-    }
-}
+use crate::{api::ApiError, bus::EventBus, storage::Db, telemetry};
 
 /// Something `/health` checks.
 #[async_trait]
@@ -167,6 +108,6 @@ where
 }
 
 /// The answer for paths nobody serves.
-pub async fn not_found() -> Problem {
-    Problem::not_found("no such resource")
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
 }

@@ -4,13 +4,19 @@
 //! - [`bus`]: the event bus port, the embedded SQLite log, consumers with inbox, retries and dead letters;
 //! - [`storage`]: a database per service, migrations, the transactional outbox and its relay;
 //! - [`telemetry`]: JSON logs, Prometheus metrics, correlation ids;
-//! - [`http`]: problem documents, health and metrics endpoints;
+//! - [`api`]: problem documents, the JSON extractor, field checks, pagination;
+//! - [`auth`]: bearer tokens and the caller extractors;
+//! - [`service`]: what a service provides to the platform (migrations, routes, consumers, workers);
+//! - [`http`]: health and metrics endpoints;
 //! - [`crash`]: crash points for the crash tests.
 
+pub mod api;
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod crash;
 pub mod http;
+pub mod service;
 pub mod storage;
 pub mod telemetry;
 

@@ -15,6 +15,16 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 pub const CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 
+tokio::task_local! {
+    /// The correlation id of the request being served (set by [`http_layer`]).
+    static CORRELATION: String;
+}
+
+/// The correlation id of the request this task is serving, if any.
+pub fn current_correlation() -> Option<String> {
+    CORRELATION.try_with(Clone::clone).ok()
+}
+
 /// Starts JSON logging on stdout with `filter` (EnvFilter syntax). Calling it again does nothing.
 pub fn init_logging(filter: &str) -> Result<(), String> {
     let filter =
@@ -51,9 +61,24 @@ pub fn metrics() -> &'static PrometheusHandle {
     })
 }
 
-/// The correlation id of a request, in its extensions.
+/// The correlation id of a request, in its extensions; also an extractor.
 #[derive(Debug, Clone)]
 pub struct CorrelationId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<CorrelationId>()
+            .cloned()
+            .unwrap_or_else(|| CorrelationId::from_header(None)))
+    }
+}
 
 impl CorrelationId {
     /// Accepts a caller's id if it is sane (1–128 visible ASCII characters), else makes one.
@@ -78,7 +103,12 @@ pub async fn http_layer(mut request: Request, next: Next) -> Response {
     let span = tracing::info_span!("http", service = "gateway", method = %method, route = %route,
         correlation_id = %correlation.0);
     request.extensions_mut().insert(correlation.clone());
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = CORRELATION
+        .scope(
+            correlation.0.clone(),
+            next.run(request).instrument(span.clone()),
+        )
+        .await;
     let status = response.status().as_u16();
     if let Ok(value) = HeaderValue::from_str(&correlation.0) {
         response.headers_mut().insert(CORRELATION_HEADER, value);

@@ -4,5 +4,13 @@
 
 mod support;
 
+mod catalog;
 mod cli;
+mod inventory;
+mod notifications;
 mod ops;
+mod orders;
+mod payments;
+mod saga;
+mod shipping;
+mod users;

@@ -1,4 +1,6 @@
 //! Starting the real binary for a test.
+// Shared by the test modules; not every module uses every helper.
+#![allow(dead_code)]
 
 use std::{
     path::{Path, PathBuf},
@@ -105,5 +107,222 @@ impl Platform {
             .await
             .expect("the platform stopped in time")
             .unwrap()
+    }
+}
+
+/// The admin account the tests start the platform with.
+pub const ADMIN_EMAIL: &str = "admin@emporium.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// A logged-in caller.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub user_id: String,
+}
+
+/// A response: status and JSON body (`Value::Null` when the body is empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    /// The problem document's `code`.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+
+    /// The fields named in a validation problem.
+    pub fn fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Platform {
+    /// Starts with a fresh data dir, the test admin configured, and `env` on top.
+    pub async fn start_with(env: &[(&str, &str)]) -> Platform {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let mut all = vec![
+            ("EMPORIUM_ADMIN_EMAIL", ADMIN_EMAIL),
+            ("EMPORIUM_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ];
+        all.extend_from_slice(env);
+        let mut platform = Platform::start_in(&data_dir, &all).await;
+        platform._dir = Some(dir);
+        platform
+    }
+
+    /// Sends `method path` with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> Reply {
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    pub async fn post_as(&self, path: &str, token: Option<&str>, body: serde_json::Value) -> Reply {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// Registers a customer and returns their session.
+    pub async fn register(&self, email: &str) -> Session {
+        let reply = self
+            .post_as(
+                "/api/auth/register",
+                None,
+                serde_json::json!({"email": email, "password": "correct-horse-battery", "name": "Test Customer"}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "register {email}: {reply:?}");
+        Session {
+            token: reply.body["accessToken"].as_str().unwrap().to_owned(),
+            user_id: reply.body["user"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Logs in as the test admin (the platform must have been started with [`Platform::start_with`]).
+    pub async fn admin(&self) -> Session {
+        let reply = self
+            .post_as(
+                "/api/auth/login",
+                None,
+                serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "admin login: {reply:?}");
+        Session {
+            token: reply.body["accessToken"].as_str().unwrap().to_owned(),
+            user_id: reply.body["user"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Creates a product (as admin) with `stock` units and waits until its stock is visible.
+    pub async fn create_product(
+        &self,
+        admin: &Session,
+        name: &str,
+        price: i64,
+        stock: i64,
+    ) -> String {
+        let reply = self
+            .post_as(
+                "/api/products",
+                Some(&admin.token),
+                serde_json::json!({"name": name, "category": "test", "price": {"amount": price, "currency": "USD"}, "initialStock": stock}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "create product: {reply:?}");
+        let id = reply.body["id"].as_str().unwrap().to_owned();
+        self.wait_for(&format!("stock of {name}"), || async {
+            let stock_reply = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/inventory/{id}"),
+                    None,
+                    None,
+                )
+                .await;
+            stock_reply.status == 200 && stock_reply.body["available"] == stock
+        })
+        .await;
+        id
+    }
+
+    /// Places an order for `items` (product id, quantity) paid with `payment_token`.
+    pub async fn place_order(
+        &self,
+        session: &Session,
+        items: &[(&str, i64)],
+        payment_token: &str,
+    ) -> Reply {
+        let items: Vec<serde_json::Value> = items
+            .iter()
+            .map(|(product, quantity)| serde_json::json!({"productId": product, "quantity": quantity}))
+            .collect();
+        self.post_as(
+            "/api/orders",
+            Some(&session.token),
+            serde_json::json!({
+                "items": items,
+                "shippingAddress": {"name": "Ada Lovelace", "line1": "12 Analytical Row", "city": "London", "postalCode": "N1 9GU", "country": "GB"},
+                "paymentMethod": {"token": payment_token},
+            }),
+        )
+        .await
+    }
+
+    /// Waits until the order (read as `session`) has `status`; returns it.
+    pub async fn wait_for_order(
+        &self,
+        session: &Session,
+        order_id: &str,
+        status: &str,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            let reply = self
+                .get_as(&format!("/api/orders/{order_id}"), &session.token)
+                .await;
+            if reply.status == 200 && reply.body["status"] == status {
+                return reply.body;
+            }
+            last = reply.body;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("order {order_id} never reached {status}; last seen: {last}");
+    }
+
+    /// Polls `condition` every 20 ms for up to 30 s.
+    pub async fn wait_for<F, Fut>(&self, what: &str, mut condition: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !condition().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -1,0 +1,1 @@
+//! End-to-end tests of the inventory service through the gateway.

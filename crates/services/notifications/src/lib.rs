@@ -1,0 +1,32 @@
+//! The notifications service. (Being written: see the services issue.)
+
+use async_trait::async_trait;
+use axum::Router;
+use emporium_platform::{
+    service::{Service, ServiceContext, Workers},
+    storage::Migration,
+};
+
+pub const NAME: &str = "notifications";
+
+/// The notifications service.
+pub struct NotificationsService;
+
+#[async_trait]
+impl Service for NotificationsService {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn migrations(&self) -> &'static [Migration] {
+        &[]
+    }
+
+    fn router(&self, _ctx: &ServiceContext) -> Router {
+        Router::new()
+    }
+
+    async fn start(&self, _ctx: &ServiceContext, _workers: &mut Workers) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
