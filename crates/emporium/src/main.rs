@@ -1,6 +1,8 @@
 //! `emporium`: the one binary. `up` (the default) runs the whole platform in one process.
 
 mod bench;
+mod openapi;
+mod operations;
 mod platform;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};

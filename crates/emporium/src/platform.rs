@@ -4,10 +4,11 @@
 use std::{fs::File, net::SocketAddr, sync::Arc};
 
 use anyhow::{Context, bail};
-use axum::{Router, middleware};
+use axum::{Router, extract::DefaultBodyLimit, middleware};
 use emporium_platform::{
+    api,
     auth::Tokens,
-    bus::{EventBus, SqliteEventLog, Subscription, dlq},
+    bus::{EventBus, SqliteEventLog, dlq},
     config::Config,
     http::{self, Health, HealthCheck},
     service::{Service, ServiceContext, Workers},
@@ -15,7 +16,7 @@ use emporium_platform::{
     telemetry,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
-use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use tower_http::timeout::TimeoutLayer;
 
 /// The services implemented so far; the others in [`SERVICES`] have their database and health check.
 pub fn implemented() -> Vec<Arc<dyn Service>> {
@@ -133,7 +134,6 @@ pub struct Running {
     stop_relays: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     relays: JoinSet<()>,
-    subscriptions: Vec<Subscription>,
     stores: Stores,
     grace: std::time::Duration,
 }
@@ -153,23 +153,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .run(relays_stop_rx.clone()),
         );
     }
-    let subscriptions = vec![
-        stores
-            .dead_letters
-            .collect(&[])
-            .await
-            .context("cannot start the dead-letter collector")?,
-    ];
-
     let config = Arc::new(config);
     let tokens = Tokens::load(config.jwt_secret.as_deref(), &config.data_dir)
         .context("cannot read or create the token secret in the data directory")?;
     let mut api = Router::new();
     let mut workers = Vec::new();
-    for service in implemented() {
+    let operations: Arc<dyn Service> = Arc::new(crate::operations::OperationsService {
+        dead_letters: stores.dead_letters.clone(),
+    });
+    for service in implemented().into_iter().chain([operations]) {
         let db = stores
             .services
             .iter()
+            .chain([&(OPERATIONS, stores.operations.clone())])
             .find(|(name, _)| *name == service.name())
             .map(|(_, db)| db.clone())
             .with_context(|| format!("no database for service {}", service.name()))?;
@@ -213,7 +209,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop_relays,
         server,
         relays,
-        subscriptions,
         stores,
         grace: config.http.shutdown_grace,
     })
@@ -247,16 +242,31 @@ fn router(config: &Config, stores: &Stores, api: Router, tokens: Arc<Tokens>) ->
             async move { refresh_gauges(bus.as_ref(), &services, &dead_letters).await }
         }
     };
+    let openapi = crate::openapi::json();
     http::ops_router(health, refresh)
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let openapi = openapi.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        openapi,
+                    )
+                }
+            }),
+        )
         .merge(api)
         .fallback(http::not_found)
         .layer(axum::Extension(tokens))
-        .layer(middleware::from_fn(telemetry::http_layer))
+        // Extractors reading the body stop at the limit and answer 413 PAYLOAD_TOO_LARGE.
+        .layer(DefaultBodyLimit::max(config.http.body_limit))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             config.http.request_timeout,
         ))
-        .layer(RequestBodyLimitLayer::new(config.http.body_limit))
+        .layer(middleware::from_fn(api::problems_everywhere))
+        .layer(middleware::from_fn(telemetry::http_layer))
 }
 
 /// Gauges computed at scrape time: consumer lag, outbox backlog, pending dead letters.
@@ -303,9 +313,6 @@ impl Running {
         }
         for workers in self.workers {
             workers.stop().await;
-        }
-        for subscription in self.subscriptions {
-            subscription.stop().await;
         }
         let _ = self.stop_relays.send(true);
         while self.relays.join_next().await.is_some() {}

@@ -408,6 +408,55 @@ fn decode_cursor(cursor: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+/// Middleware: an error response that is not already JSON (axum's own 405, a body-limit 413, a
+/// timeout's 503, an extractor's plain-text 400) becomes a problem document with the stable code for
+/// its status, so that clients see one error format everywhere.
+pub async fn problems_everywhere(request: Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if is_json {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::BAD_REQUEST => ("VALIDATION_ERROR", "the request is malformed"),
+        StatusCode::UNAUTHORIZED => ("UNAUTHENTICATED", "authentication is required"),
+        StatusCode::FORBIDDEN => ("FORBIDDEN", "not allowed"),
+        StatusCode::NOT_FOUND => ("NOT_FOUND", "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "this method is not allowed here"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("UNSUPPORTED_MEDIA_TYPE", "unsupported content type")
+        }
+        StatusCode::TOO_MANY_REQUESTS => ("RATE_LIMITED", "too many requests; try again later"),
+        StatusCode::REQUEST_TIMEOUT
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => (
+            "SERVICE_UNAVAILABLE",
+            "the service did not answer in time; try again",
+        ),
+        s if s.is_client_error() => ("BAD_REQUEST", "the request cannot be served"),
+        _ => ("INTERNAL", "something went wrong on our side"),
+    };
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut problem = ApiError::new(status, code, detail).into_response();
+    if let Some(value) = retry_after {
+        problem.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    if let Some(value) = allow {
+        problem.headers_mut().insert(header::ALLOW, value);
+    }
+    problem
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,11 @@ impl Workers {
         Ok(())
     }
 
+    /// Keeps a subscription made some other way (for example the dead-letter collector).
+    pub fn keep(&mut self, subscription: Subscription) {
+        self.subscriptions.push(subscription);
+    }
+
     /// Runs a background loop; it must end when `ctx.stop` turns true.
     pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
         self.tasks.spawn(task);

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod catalog;
 mod cli;
 mod inventory;

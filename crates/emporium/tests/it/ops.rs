@@ -146,3 +146,56 @@ async fn a_second_platform_on_the_same_data_dir_is_refused() {
         "the first one is untouched"
     );
 }
+
+#[tokio::test]
+async fn plain_errors_become_problem_documents() {
+    let platform = Platform::start().await;
+    let wrong_method = platform
+        .http
+        .delete(platform.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(
+        wrong_method.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = wrong_method.json().await.unwrap();
+    assert_eq!(body["code"], "METHOD_NOT_ALLOWED");
+    assert!(body["correlationId"].is_string(), "{body}");
+
+    let huge = format!("{{\"email\":\"{}\"}}", "x".repeat(300_000));
+    let too_large = platform
+        .http
+        .post(platform.url("/api/auth/register"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), 413);
+    let body: Value = too_large.json().await.unwrap();
+    assert_eq!(body["code"], "PAYLOAD_TOO_LARGE");
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let platform = Platform::start().await;
+    let response = platform.get("/api/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    let served: Value = response.json().await.unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        served, committed,
+        "the served document is the committed one"
+    );
+    assert!(served["paths"]["/api/orders"]["post"].is_object());
+}

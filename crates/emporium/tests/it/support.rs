@@ -262,6 +262,17 @@ impl Platform {
             stock_reply.status == 200 && stock_reply.body["available"] == stock
         })
         .await;
+        // The product event is on the log now (inventory has it); once the orders service has caught
+        // up too, its price read model knows the product and orders for it are accepted.
+        self.wait_for(&format!("orders to know {name}"), || async {
+            let stats = self.get_as("/api/admin/stats", &admin.token).await;
+            stats.body["consumerLag"].as_array().is_some_and(|groups| {
+                groups
+                    .iter()
+                    .any(|g| g["group"] == "orders" && g["lag"] == 0)
+            })
+        })
+        .await;
         id
     }
 
@@ -318,6 +329,27 @@ impl Platform {
     {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !condition().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Platform {
+    /// Polls `probe` every 20 ms for up to 30 s until it returns `Some`; returns that value.
+    pub async fn poll<T, F, Fut>(&self, what: &str, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}"

@@ -1,10 +1,31 @@
-//! The catalog service. (Being written: see the services issue.)
+//! The catalog service: the products for sale, their descriptions, categories and prices.
+//!
+//! It owns the `catalog` database (one `products` table; deletion is soft, so the row stays for
+//! the orders that name it).
+//!
+//! - REST: `GET /api/products` (public; `q` searches name and description in any case, `category`
+//!   matches exactly in any case; newest first, cursor = the last id), `GET /api/products/{id}`
+//!   (public), `POST /api/products`, `PATCH /api/products/{id}`, `DELETE /api/products/{id}`
+//!   (admin).
+//! - Emits on `product-events`: `ProductCreated` (with `initialStock`, from which inventory makes
+//!   the stock record), `ProductUpdated` (the full new values, only when something changed) and
+//!   `ProductDeleted`, each in the transaction that makes the change.
+//! - Consumes nothing.
+
+pub mod app;
+pub mod domain;
+pub mod http;
+pub mod store;
 
 use async_trait::async_trait;
 use axum::Router;
 use emporium_platform::{
     service::{Service, ServiceContext, Workers},
     storage::Migration,
+};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
 pub const NAME: &str = "catalog";
@@ -19,14 +40,69 @@ impl Service for CatalogService {
     }
 
     fn migrations(&self) -> &'static [Migration] {
-        &[]
+        store::MIGRATIONS
     }
 
-    fn router(&self, _ctx: &ServiceContext) -> Router {
-        Router::new()
+    fn router(&self, ctx: &ServiceContext) -> Router {
+        http::router(app::Catalog::new(ctx.db.clone()))
     }
 
     async fn start(&self, _ctx: &ServiceContext, _workers: &mut Workers) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(http::list, http::one, http::create, http::update, http::delete),
+    components(schemas(
+        http::MoneySchema,
+        http::ProductView,
+        http::ProductPage,
+        http::CreateProductRequest,
+        http::UpdateProductRequest
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "catalog", description = "Products for sale"))
+)]
+struct ApiDoc;
+
+/// Declares the `bearer` security scheme the paths refer to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// The OpenAPI description of the catalog's paths.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_every_operation() {
+        let doc = openapi();
+        let products = &doc.paths.paths["/api/products"];
+        assert!(products.get.is_some() && products.post.is_some());
+        let product = &doc.paths.paths["/api/products/{id}"];
+        assert!(product.get.is_some() && product.patch.is_some() && product.delete.is_some());
+        let schemas = &doc.components.as_ref().unwrap().schemas;
+        assert!(schemas.contains_key("ProductView") && schemas.contains_key("MoneySchema"));
     }
 }

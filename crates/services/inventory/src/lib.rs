@@ -1,7 +1,36 @@
-//! The inventory service. (Being written: see the services issue.)
+//! The inventory service: stock levels per product, and the saga's reservations.
+//!
+//! Owns the `inventory` database: `stock` (available, reserved and committed units per product,
+//! plus the initial stock and the sum of adjustments, so that the contract's conservation
+//! invariant `initial + adjustments = available + reserved + committed` can be checked row by
+//! row), `stock_orders` (what it knows of each order) and `reservations` (units held per order).
+//!
+//! Consumes:
+//! - `product-events`: `ProductCreated` → a stock row with `available = initialStock` and a
+//!   `StockAdjusted`; `ProductDeleted` → the product is marked and no longer reserved;
+//! - `order-events`: `OrderCreated` → every line reserved or none, in one conditional
+//!   check-and-take per line inside a savepoint → `InventoryReserved` | `InventoryRejected`;
+//!   `OrderCancelled` → a held reservation is released (`InventoryReleased`), and the cancellation
+//!   is remembered so that nothing is reserved for the order later;
+//! - `shipment-events`: `ShipmentDispatched` → the held units become sold (`InventoryCommitted`).
+//!
+//! Emits on `inventory-events`: the five above plus `LowStock`, once each time a product's
+//! available units fall to [`domain::LOW_STOCK_THRESHOLD`] or below (re-armed when they rise above).
+//!
+//! Serves `GET /api/inventory/{productId}` (public), `GET /api/inventory` and
+//! `POST /api/inventory/{productId}/adjust` (admin).
+
+pub mod app;
+pub mod consumers;
+pub mod domain;
+pub mod http;
+pub mod store;
+#[cfg(test)]
+mod tests;
 
 use async_trait::async_trait;
 use axum::Router;
+use emporium_events::Topic;
 use emporium_platform::{
     service::{Service, ServiceContext, Workers},
     storage::Migration,
@@ -19,14 +48,26 @@ impl Service for InventoryService {
     }
 
     fn migrations(&self) -> &'static [Migration] {
-        &[]
+        store::MIGRATIONS
     }
 
-    fn router(&self, _ctx: &ServiceContext) -> Router {
-        Router::new()
+    fn router(&self, ctx: &ServiceContext) -> Router {
+        http::router(ctx.db.clone())
     }
 
-    async fn start(&self, _ctx: &ServiceContext, _workers: &mut Workers) -> anyhow::Result<()> {
+    async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
+        workers
+            .consume(
+                ctx,
+                &[Topic::Product, Topic::Order, Topic::Shipment],
+                consumers::InventoryHandler,
+            )
+            .await?;
         Ok(())
     }
+}
+
+/// The OpenAPI description of inventory's endpoints.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <http::ApiDoc as utoipa::OpenApi>::openapi()
 }

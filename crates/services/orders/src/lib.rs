@@ -1,11 +1,37 @@
-//! The orders service. (Being written: see the services issue.)
+//! The orders service: the heart of the order saga (CONTRACT §2 "Orders", §4).
+//!
+//! It owns orders and their status machine (`PENDING → CONFIRMED → SHIPPED → DELIVERED`, or
+//! `CANCELLED` from `PENDING`/`CONFIRMED`; the rules are in [`domain`]), the order's timeline and
+//! the payment and shipment summaries it shows, idempotency keys, and a read model of the catalog
+//! (names, prices, deletions) so that placing an order needs no synchronous call.
+//!
+//! - **Serves** `POST /api/orders`, `GET /api/orders`, `GET /api/orders/{id}`,
+//!   `POST /api/orders/{id}/cancel`.
+//! - **Emits** `OrderCreated`, `OrderConfirmed` with `ShipmentRequested` (on `shipping-requests`,
+//!   the only place the shipping address travels), `OrderCancelled`, `OrderShipped`,
+//!   `OrderDelivered` — each in the transaction that changes the order.
+//! - **Consumes** `product-events` (the read model), `inventory-events` (`InventoryRejected`
+//!   cancels with `OUT_OF_STOCK`), `payment-events` (`PaymentAuthorized` confirms, `PaymentFailed`
+//!   cancels with `PAYMENT_DECLINED`), `shipment-events` (`ShipmentDispatched` ships,
+//!   `ShipmentDelivered` delivers); every saga event also lands in the order's timeline and keeps
+//!   its summaries current.
+//! - **Sweeps**: an order still `PENDING` after `saga_timeout` is cancelled with `TIMEOUT`.
+
+pub mod app;
+pub mod consumers;
+pub mod domain;
+pub mod http;
+pub mod store;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
 use emporium_platform::{
     service::{Service, ServiceContext, Workers},
-    storage::Migration,
+    storage::{Db, Migration},
 };
+use tokio::sync::watch;
 
 pub const NAME: &str = "orders";
 
@@ -19,14 +45,50 @@ impl Service for OrdersService {
     }
 
     fn migrations(&self) -> &'static [Migration] {
-        &[]
+        store::MIGRATIONS
     }
 
-    fn router(&self, _ctx: &ServiceContext) -> Router {
-        Router::new()
+    fn router(&self, ctx: &ServiceContext) -> Router {
+        http::router(ctx.db.clone())
     }
 
-    async fn start(&self, _ctx: &ServiceContext, _workers: &mut Workers) -> anyhow::Result<()> {
+    async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
+        workers
+            .consume(ctx, consumers::TOPICS, consumers::OrdersConsumer)
+            .await?;
+        workers.spawn(sweep(
+            ctx.db.clone(),
+            ctx.config.saga_timeout,
+            ctx.stop.clone(),
+        ));
         Ok(())
+    }
+}
+
+/// The orders API as an OpenAPI document (tag `orders`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    http::OrdersApi::openapi()
+}
+
+/// The saga-timeout sweeper: every [`app::sweep_interval`], cancels the overdue `PENDING` orders;
+/// ends when the platform stops.
+async fn sweep(db: Db, timeout: Duration, mut stop: watch::Receiver<bool>) {
+    let every = app::sweep_interval(timeout);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = app::expire_overdue(&db, timeout).await {
+            tracing::warn!(error = %e, "saga-timeout sweep failed; trying again");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }

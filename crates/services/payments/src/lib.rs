@@ -1,7 +1,36 @@
-//! The payments service. (Being written: see the services issue.)
+//! The payments service: one payment per order, through a simulated provider.
+//!
+//! Owns the `payments` database: `payment_orders` (what it knows of each order: owner, total,
+//! token, and which saga events it has seen) and `payments` (at most one per order).
+//!
+//! Consumes:
+//! - `order-events`: `OrderCreated` → the owner, total and token are remembered;
+//!   `OrderCancelled` → an authorized payment is voided (`PaymentVoided`), and the order is
+//!   remembered as cancelled so that a later `InventoryReserved` authorizes nothing;
+//! - `inventory-events`: `InventoryReserved` → the total is authorized by the provider
+//!   ([`provider`]: a few quick retries behind the service's [`breaker::CircuitBreaker`]) →
+//!   `PaymentAuthorized` | `PaymentFailed` (with the decline reason; `provider_unavailable` when
+//!   the provider stays down or the breaker is open). Whichever of `OrderCreated` and
+//!   `InventoryReserved` arrives second triggers the authorization;
+//! - `shipment-events`: `ShipmentDispatched` → the authorization is captured (`PaymentCaptured`).
+//!
+//! Serves `GET /api/payments?orderId=` (the order's owner or an admin).
+
+pub mod app;
+pub mod breaker;
+pub mod consumers;
+pub mod domain;
+pub mod http;
+pub mod provider;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::Router;
+use emporium_events::Topic;
 use emporium_platform::{
     service::{Service, ServiceContext, Workers},
     storage::Migration,
@@ -19,14 +48,33 @@ impl Service for PaymentsService {
     }
 
     fn migrations(&self) -> &'static [Migration] {
-        &[]
+        store::MIGRATIONS
     }
 
-    fn router(&self, _ctx: &ServiceContext) -> Router {
-        Router::new()
+    fn router(&self, ctx: &ServiceContext) -> Router {
+        http::router(ctx.db.clone())
     }
 
-    async fn start(&self, _ctx: &ServiceContext, _workers: &mut Workers) -> anyhow::Result<()> {
+    async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
+        let authorizer = app::Authorizer {
+            provider: Arc::new(provider::SimulatedProvider {
+                limit: ctx.config.payment_limit,
+            }),
+            breaker: Arc::new(breaker::CircuitBreaker::default()),
+            retry: provider::RetryPolicy::default(),
+        };
+        workers
+            .consume(
+                ctx,
+                &[Topic::Order, Topic::Inventory, Topic::Shipment],
+                consumers::PaymentsHandler { authorizer },
+            )
+            .await?;
         Ok(())
     }
+}
+
+/// The OpenAPI description of payments' endpoints.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <http::ApiDoc as utoipa::OpenApi>::openapi()
 }

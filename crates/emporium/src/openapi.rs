@@ -1,0 +1,104 @@
+//! The OpenAPI document of every endpoint, assembled from each service's own and served at
+//! `/api/openapi.json`. The committed copy is `docs/openapi.json`; a test keeps the two equal.
+
+use utoipa::{
+    OpenApi,
+    openapi::{
+        self,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
+};
+
+use crate::operations::OperationsApi;
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Emporium",
+    description = "An event-driven e-commerce backend. Errors are RFC 9457 problem documents \
+                   (`application/problem+json`) with a stable `code`; lists take `limit` (1–100, default 20) \
+                   and `cursor` and answer `{items, nextCursor}`.",
+    license(name = "MIT OR Apache-2.0")
+))]
+struct Root;
+
+/// The whole document.
+pub fn document() -> openapi::OpenApi {
+    let mut doc = Root::openapi();
+    for part in [
+        emporium_users::openapi(),
+        emporium_catalog::openapi(),
+        emporium_inventory::openapi(),
+        emporium_orders::openapi(),
+        emporium_payments::openapi(),
+        emporium_shipping::openapi(),
+        emporium_notifications::openapi(),
+        OperationsApi::openapi(),
+    ] {
+        doc.merge(part);
+    }
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    doc
+}
+
+/// The document as served and committed: pretty JSON with a trailing newline.
+pub fn json() -> String {
+    let mut text = document()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_committed_openapi_document_matches_the_code() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        let generated = super::json();
+        if std::env::var_os("EMPORIUM_BLESS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is out of date: run `EMPORIUM_BLESS=1 cargo test -p emporium openapi` and commit it"
+        );
+    }
+
+    #[test]
+    fn every_contract_resource_is_documented() {
+        let doc = super::document();
+        for path in [
+            "/api/auth/register",
+            "/api/auth/login",
+            "/api/products",
+            "/api/products/{id}",
+            "/api/inventory/{productId}",
+            "/api/orders",
+            "/api/orders/{id}/cancel",
+            "/api/payments",
+            "/api/shipments",
+            "/api/notifications/me",
+            "/api/templates/{name}",
+            "/api/admin/dlq",
+        ] {
+            assert!(
+                doc.paths.paths.contains_key(path),
+                "{path} is not in the OpenAPI document"
+            );
+        }
+    }
+}

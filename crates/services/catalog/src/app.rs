@@ -1,0 +1,270 @@
+//! The catalog's use cases: each checks with [`crate::domain`], then writes the product and its
+//! event in one transaction.
+
+use chrono::Utc;
+use emporium_events::{Event, Money, ProductCreated, ProductDeleted, ProductUpdated};
+use emporium_platform::{
+    api::{ApiError, PageRequest},
+    storage::{Db, EventContext},
+};
+use uuid::Uuid;
+
+use crate::{
+    NAME,
+    domain::{self, ProductPatch},
+    store::{self, Product},
+};
+
+/// The catalog application.
+#[derive(Clone)]
+pub struct Catalog {
+    db: Db,
+}
+
+fn no_such_product() -> ApiError {
+    ApiError::not_found("no such product")
+}
+
+impl Catalog {
+    pub fn new(db: Db) -> Self {
+        Catalog { db }
+    }
+
+    /// Creates a product; emits `ProductCreated` with its initial stock, for inventory.
+    pub async fn create(
+        &self,
+        correlation_id: &str,
+        name: &str,
+        description: Option<&str>,
+        category: &str,
+        price: Money,
+        initial_stock: i64,
+    ) -> Result<Product, ApiError> {
+        let fields = domain::new_product(name, description, category, price, initial_stock)?;
+        let id = Uuid::now_v7();
+        let mut tx = self
+            .db
+            .begin(EventContext::request(NAME, correlation_id))
+            .await?;
+        store::insert(tx.conn(), id, &fields, Utc::now().timestamp_millis()).await?;
+        tx.emit(Event::ProductCreated(ProductCreated {
+            product_id: id,
+            name: fields.name.clone(),
+            description: fields.description.clone(),
+            category: fields.category.clone(),
+            price: fields.price.clone(),
+            initial_stock,
+        }))
+        .await?;
+        let product = store::find(tx.conn(), id)
+            .await?
+            .ok_or_else(no_such_product)?;
+        tx.commit().await?;
+        Ok(product)
+    }
+
+    /// A live product.
+    pub async fn get(&self, id: Uuid) -> Result<Product, ApiError> {
+        let mut conn = self.db.reader().acquire().await?;
+        store::find(&mut conn, id)
+            .await?
+            .ok_or_else(no_such_product)
+    }
+
+    /// Applies an edit; emits `ProductUpdated` with the full new values when anything changed.
+    pub async fn update(
+        &self,
+        correlation_id: &str,
+        id: Uuid,
+        patch: &ProductPatch,
+    ) -> Result<Product, ApiError> {
+        let mut tx = self
+            .db
+            .begin(EventContext::request(NAME, correlation_id))
+            .await?;
+        let current = store::find(tx.conn(), id)
+            .await?
+            .ok_or_else(no_such_product)?;
+        let next = current.fields.patched(patch)?;
+        if next == current.fields {
+            return Ok(current);
+        }
+        store::update(tx.conn(), id, &next, Utc::now().timestamp_millis()).await?;
+        tx.emit(Event::ProductUpdated(ProductUpdated {
+            product_id: id,
+            name: next.name.clone(),
+            description: next.description.clone(),
+            category: next.category.clone(),
+            price: next.price.clone(),
+        }))
+        .await?;
+        let product = store::find(tx.conn(), id)
+            .await?
+            .ok_or_else(no_such_product)?;
+        tx.commit().await?;
+        Ok(product)
+    }
+
+    /// Deletes (softly) a live product; emits `ProductDeleted`.
+    pub async fn delete(&self, correlation_id: &str, id: Uuid) -> Result<(), ApiError> {
+        let mut tx = self
+            .db
+            .begin(EventContext::request(NAME, correlation_id))
+            .await?;
+        if !store::delete(tx.conn(), id, Utc::now().timestamp_millis()).await? {
+            return Err(no_such_product());
+        }
+        tx.emit(Event::ProductDeleted(ProductDeleted { product_id: id }))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A page of live products matching the search, newest first; the cursor is the last id.
+    pub async fn list(
+        &self,
+        q: Option<&str>,
+        category: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Vec<Product>, ApiError> {
+        let filter = domain::filter(q, category)?;
+        let mut conn = self.db.reader().acquire().await?;
+        Ok(store::list(&mut conn, &filter, page.after.as_deref(), page.fetch()).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use emporium_platform::api::Page;
+
+    async fn catalog() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(NAME, &dir.path().join("catalog.db"))
+            .await
+            .unwrap();
+        db.migrate(store::MIGRATIONS).await.unwrap();
+        (dir, Catalog::new(db))
+    }
+
+    /// The envelopes waiting in the outbox, as JSON.
+    async fn outbox(catalog: &Catalog) -> Vec<serde_json::Value> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id")
+            .fetch_all(catalog.db.reader())
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| serde_json::from_slice(row).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn each_change_writes_its_event_in_the_same_transaction() {
+        let (_dir, catalog) = catalog().await;
+        let p = catalog
+            .create("c", "Lamp", None, "lighting", Money::new(100, "USD"), 3)
+            .await
+            .unwrap();
+        let patch = ProductPatch {
+            price: domain::Change::Set(Money::new(150, "USD")),
+            ..ProductPatch::default()
+        };
+        catalog.update("c", p.id, &patch).await.unwrap();
+        // The same edit again changes nothing and says nothing.
+        catalog.update("c", p.id, &patch).await.unwrap();
+        catalog.delete("c", p.id).await.unwrap();
+        assert_eq!(
+            catalog.delete("c", p.id).await.unwrap_err().status.as_u16(),
+            404
+        );
+        let events = outbox(&catalog).await;
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e["eventType"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            ["ProductCreated", "ProductUpdated", "ProductDeleted"]
+        );
+        assert_eq!(events[0]["payload"]["initialStock"], 3);
+        assert_eq!(events[1]["payload"]["price"]["amount"], 150);
+        assert_eq!(events[1]["payload"]["name"], "Lamp");
+        for event in &events {
+            assert_eq!(event["aggregateId"], p.id.to_string());
+            assert_eq!(event["correlationId"], "c");
+        }
+        assert_eq!(catalog.get(p.id).await.unwrap_err().status.as_u16(), 404);
+    }
+
+    #[tokio::test]
+    async fn a_refused_product_writes_nothing() {
+        let (_dir, catalog) = catalog().await;
+        let error = catalog
+            .create("c", "", None, "lighting", Money::new(100, "USD"), 3)
+            .await
+            .unwrap_err();
+        assert_eq!(error.status.as_u16(), 400);
+        assert!(outbox(&catalog).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn searches_match_any_case_and_pages_follow_each_other() {
+        let (_dir, catalog) = catalog().await;
+        for (name, description, category) in [
+            ("Éclair Lamp", None, "Lighting"),
+            ("Desk", Some("Holds an ÉCLAIR"), "furniture"),
+            ("100% cotton_shirt", None, "clothes"),
+            ("Chair", None, "furniture"),
+        ] {
+            catalog
+                .create("c", name, description, category, Money::new(1, "USD"), 0)
+                .await
+                .unwrap();
+        }
+        let names = |products: Vec<Product>| -> Vec<String> {
+            products.into_iter().map(|p| p.fields.name).collect()
+        };
+        let all = PageRequest::parse(None, None).unwrap();
+        assert_eq!(
+            names(catalog.list(Some("éclair"), None, &all).await.unwrap()),
+            ["Desk", "Éclair Lamp"]
+        );
+        assert_eq!(
+            names(catalog.list(Some("%"), None, &all).await.unwrap()),
+            ["100% cotton_shirt"]
+        );
+        // `_` is no wildcard: as one, "h_i" would match "Chair".
+        assert_eq!(
+            names(catalog.list(Some("h_i"), None, &all).await.unwrap()),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(catalog.list(None, Some("FURNITURE"), &all).await.unwrap()),
+            ["Chair", "Desk"]
+        );
+        assert_eq!(
+            names(
+                catalog
+                    .list(Some("éclair"), Some("lighting"), &all)
+                    .await
+                    .unwrap()
+            ),
+            ["Éclair Lamp"]
+        );
+
+        let mut seen = Vec::new();
+        let mut request = PageRequest::parse(Some("3"), None).unwrap();
+        loop {
+            let rows = catalog.list(None, None, &request).await.unwrap();
+            let page = Page::from_rows(rows, &request, |p| p.id.to_string());
+            seen.extend(page.items.into_iter().map(|p| p.fields.name));
+            match page.next_cursor {
+                Some(cursor) => {
+                    request = PageRequest::parse(Some("3"), Some(&cursor)).unwrap();
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["Chair", "100% cotton_shirt", "Desk", "Éclair Lamp"]);
+    }
+}

@@ -1,0 +1,375 @@
+//! Inventory's tables and the SQL on them (portable: SQLite and PostgreSQL).
+//!
+//! - `stock`: one row per product with its levels, the totals that make conservation checkable
+//!   (`initial_stock`, `adjustments`), the low-stock flag and the deletion mark;
+//! - `stock_orders`: what inventory knows of each order of the saga ([`OrderState`]);
+//! - `reservations`: the units held for an order, one row per product.
+
+use emporium_events::StockLine;
+use emporium_platform::storage::{Migration, StorageError};
+use sqlx::{Any, AnyConnection, Connection, Executor};
+use uuid::Uuid;
+
+use crate::domain::{Levels, OrderState, Shortfall};
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        100,
+        "stock",
+        "CREATE TABLE stock (
+            product_id    TEXT   PRIMARY KEY,
+            initial_stock BIGINT NOT NULL,
+            adjustments   BIGINT NOT NULL DEFAULT 0,
+            available     BIGINT NOT NULL,
+            reserved      BIGINT NOT NULL DEFAULT 0,
+            committed     BIGINT NOT NULL DEFAULT 0,
+            low           BIGINT NOT NULL DEFAULT 0,
+            deleted       BIGINT NOT NULL DEFAULT 0,
+            created_at    BIGINT NOT NULL,
+            updated_at    BIGINT NOT NULL,
+            CHECK (available >= 0 AND reserved >= 0 AND committed >= 0))",
+    ),
+    Migration::portable(
+        101,
+        "stock_orders",
+        "CREATE TABLE stock_orders (
+            order_id   TEXT   PRIMARY KEY,
+            state      TEXT   NOT NULL,
+            updated_at BIGINT NOT NULL)",
+    ),
+    Migration::portable(
+        102,
+        "reservations",
+        "CREATE TABLE reservations (
+            order_id   TEXT   NOT NULL,
+            product_id TEXT   NOT NULL,
+            quantity   BIGINT NOT NULL,
+            PRIMARY KEY (order_id, product_id))",
+    ),
+];
+
+/// A product's stock as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StockRow {
+    pub product_id: String,
+    pub initial_stock: i64,
+    pub adjustments: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub committed: i64,
+    pub low: i64,
+    pub deleted: i64,
+    pub updated_at: i64,
+}
+
+impl StockRow {
+    pub fn levels(&self) -> Levels {
+        Levels {
+            initial: self.initial_stock,
+            adjustments: self.adjustments,
+            available: self.available,
+            reserved: self.reserved,
+            committed: self.committed,
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted != 0
+    }
+
+    pub fn is_low(&self) -> bool {
+        self.low != 0
+    }
+}
+
+const COLUMNS: &str = "product_id, initial_stock, adjustments, available, reserved, committed, low, deleted, updated_at";
+
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Creates the stock row of a new product. `false` if it already exists (a duplicate event).
+pub async fn insert_stock(
+    conn: &mut AnyConnection,
+    product_id: Uuid,
+    initial: i64,
+    low: bool,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO stock (product_id, initial_stock, available, low, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (product_id) DO NOTHING",
+    )
+    .bind(product_id.to_string())
+    .bind(initial)
+    .bind(initial)
+    .bind(i64::from(low))
+    .bind(now)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks a product deleted: its stock stays (held units still belong to their orders), but no new
+/// reservation takes it.
+pub async fn mark_deleted(
+    conn: &mut AnyConnection,
+    product_id: Uuid,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stock SET deleted = 1, updated_at = $1 WHERE product_id = $2")
+        .bind(now)
+        .bind(product_id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn stock<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    product_id: Uuid,
+) -> Result<Option<StockRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM stock WHERE product_id = $1"
+    ))
+    .bind(product_id.to_string())
+    .fetch_optional(db)
+    .await
+}
+
+/// Up to `fetch` rows after product id `after`, by product id.
+pub async fn list<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    after: Option<&str>,
+    fetch: i64,
+) -> Result<Vec<StockRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM stock WHERE product_id > $1 ORDER BY product_id LIMIT $2"
+    ))
+    .bind(after.unwrap_or(""))
+    .bind(fetch)
+    .fetch_all(db)
+    .await
+}
+
+/// Units available across every product that can still be sold.
+pub async fn total_available<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(available), 0) AS BIGINT) FROM stock WHERE deleted = 0",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Holds every line for `order_id`, or none: each line is a conditional `UPDATE` that takes units
+/// only if enough are available, inside a savepoint that is rolled back as soon as one line falls
+/// short. Returns that line's shortfall, or `None` when everything is held.
+pub async fn try_reserve(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+    lines: &[StockLine],
+    now: i64,
+) -> Result<Option<Shortfall>, sqlx::Error> {
+    let mut savepoint = conn.begin().await?;
+    for line in lines {
+        let done = sqlx::query(
+            "UPDATE stock SET available = available - $1, reserved = reserved + $2, updated_at = $3
+             WHERE product_id = $4 AND deleted = 0 AND available >= $5",
+        )
+        .bind(line.quantity)
+        .bind(line.quantity)
+        .bind(now)
+        .bind(line.product_id.to_string())
+        .bind(line.quantity)
+        .execute(&mut *savepoint)
+        .await?;
+        if done.rows_affected() != 1 {
+            savepoint.rollback().await?;
+            let available: Option<i64> = sqlx::query_scalar(
+                "SELECT available FROM stock WHERE product_id = $1 AND deleted = 0",
+            )
+            .bind(line.product_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+            return Ok(Some(Shortfall {
+                product_id: line.product_id,
+                requested: line.quantity,
+                available: available.unwrap_or(0),
+            }));
+        }
+    }
+    for line in lines {
+        sqlx::query(
+            "INSERT INTO reservations (order_id, product_id, quantity) VALUES ($1, $2, $3)",
+        )
+        .bind(order_id.to_string())
+        .bind(line.product_id.to_string())
+        .bind(line.quantity)
+        .execute(&mut *savepoint)
+        .await?;
+    }
+    savepoint.commit().await?;
+    Ok(None)
+}
+
+/// The lines held for an order, by product id.
+pub async fn reservation(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+) -> Result<Vec<StockLine>, StorageError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT product_id, quantity FROM reservations WHERE order_id = $1 ORDER BY product_id",
+    )
+    .bind(order_id.to_string())
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(product_id, quantity)| {
+            Ok(StockLine {
+                product_id: parse_uuid(&product_id)?,
+                quantity,
+            })
+        })
+        .collect()
+}
+
+/// Gives held units back to `available`.
+pub async fn release(
+    conn: &mut AnyConnection,
+    lines: &[StockLine],
+    now: i64,
+) -> Result<(), StorageError> {
+    for line in lines {
+        move_units(
+            conn,
+            "UPDATE stock SET available = available + $1, reserved = reserved - $2, updated_at = $3
+             WHERE product_id = $4 AND reserved >= $5",
+            line,
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Turns held units into sold ones.
+pub async fn commit(
+    conn: &mut AnyConnection,
+    lines: &[StockLine],
+    now: i64,
+) -> Result<(), StorageError> {
+    for line in lines {
+        move_units(
+            conn,
+            "UPDATE stock SET committed = committed + $1, reserved = reserved - $2, updated_at = $3
+             WHERE product_id = $4 AND reserved >= $5",
+            line,
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn move_units(
+    conn: &mut AnyConnection,
+    sql: &str,
+    line: &StockLine,
+    now: i64,
+) -> Result<(), StorageError> {
+    let done = sqlx::query(sql)
+        .bind(line.quantity)
+        .bind(line.quantity)
+        .bind(now)
+        .bind(line.product_id.to_string())
+        .bind(line.quantity)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        // A reservation row without the units it says are held: the books disagree, and carrying
+        // on would break conservation. Refuse (the event is retried, then dead-lettered).
+        Err(StorageError::Query(format!(
+            "product {} does not hold {} reserved units",
+            line.product_id, line.quantity
+        )))
+    }
+}
+
+pub async fn order_state(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+) -> Result<Option<OrderState>, StorageError> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM stock_orders WHERE order_id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(conn)
+            .await?;
+    state
+        .map(|s| {
+            OrderState::parse(&s)
+                .ok_or_else(|| StorageError::Query(format!("unknown order state {s:?}")))
+        })
+        .transpose()
+}
+
+pub async fn set_order_state(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+    state: OrderState,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO stock_orders (order_id, state, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (order_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+    )
+    .bind(order_id.to_string())
+    .bind(state.as_str())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds `delta` units (negative removes) unless `available` would go below zero. `None` when the
+/// product is unknown or the change was refused; the caller tells which.
+pub async fn adjust(
+    conn: &mut AnyConnection,
+    product_id: Uuid,
+    delta: i64,
+    now: i64,
+) -> Result<Option<StockRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE stock SET available = available + $1, adjustments = adjustments + $2, updated_at = $3
+         WHERE product_id = $4 AND available + $5 >= 0 RETURNING {COLUMNS}"
+    ))
+    .bind(delta)
+    .bind(delta)
+    .bind(now)
+    .bind(product_id.to_string())
+    .bind(delta)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn set_low(
+    conn: &mut AnyConnection,
+    product_id: Uuid,
+    low: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stock SET low = $1 WHERE product_id = $2")
+        .bind(i64::from(low))
+        .bind(product_id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub fn parse_uuid(text: &str) -> Result<Uuid, StorageError> {
+    Uuid::parse_str(text)
+        .map_err(|e| StorageError::Query(format!("bad id {text:?} in the database: {e}")))
+}

@@ -1,0 +1,154 @@
+//! Events in: contacts and product names kept current, notifications written for the events that
+//! ask for them. A handler only writes rows (the transaction may be replayed); the dispatcher
+//! sends after commit.
+
+use async_trait::async_trait;
+use emporium_events::{Envelope, Event, NotificationFailed};
+use emporium_platform::{
+    bus::consumer::{EventHandler, HandlerError},
+    storage::Tx,
+};
+use uuid::Uuid;
+
+use crate::{
+    domain::{self, Audience, Contact, Status},
+    store::{self, NewNotification},
+};
+
+/// The notifications service's handler for `user-events`, `product-events`, `order-events` and
+/// `inventory-events`.
+pub struct Handler;
+
+#[async_trait]
+impl EventHandler for Handler {
+    async fn handle(&self, tx: &mut Tx, envelope: &Envelope) -> Result<(), HandlerError> {
+        let version = envelope.occurred_at.timestamp_millis();
+        match &envelope.event {
+            Event::UserRegistered(e) => {
+                let contact = Contact {
+                    user_id: e.user_id,
+                    email: e.email.clone(),
+                    name: e.name.clone(),
+                    phone: e.phone.clone(),
+                    role: e.role,
+                    preferences: e.preferences,
+                };
+                store::upsert_contact(tx.conn(), &contact, true, version).await?;
+                notify(tx, envelope).await?;
+                apply_parked(tx, e.user_id).await
+            }
+            Event::UserUpdated(e) => {
+                let contact = Contact {
+                    user_id: e.user_id,
+                    email: e.email.clone(),
+                    name: e.name.clone(),
+                    phone: e.phone.clone(),
+                    // Kept as it is for a known user; a user first seen here is a customer until
+                    // their `UserRegistered` says otherwise.
+                    role: emporium_events::Role::Customer,
+                    preferences: e.preferences,
+                };
+                store::upsert_contact(tx.conn(), &contact, false, version).await?;
+                apply_parked(tx, e.user_id).await
+            }
+            Event::ProductCreated(e) => {
+                Ok(store::upsert_product(tx.conn(), e.product_id, &e.name, version).await?)
+            }
+            Event::ProductUpdated(e) => {
+                Ok(store::upsert_product(tx.conn(), e.product_id, &e.name, version).await?)
+            }
+            _ => notify(tx, envelope).await,
+        }
+    }
+}
+
+/// Writes the notifications `envelope` asks for, once per (event, recipient, channel). An event for
+/// a user whose contact has not arrived yet is parked until it does.
+pub async fn notify(tx: &mut Tx, envelope: &Envelope) -> Result<(), HandlerError> {
+    let product_name = match &envelope.event {
+        Event::LowStock(e) => store::product_name(tx.conn(), e.product_id).await?,
+        _ => None,
+    };
+    let Some(request) = domain::request_for(&envelope.event, product_name.as_deref()) else {
+        return Ok(());
+    };
+    let contacts = match request.audience {
+        Audience::User(user_id) => match store::contact(tx.conn(), user_id).await? {
+            Some(contact) => vec![contact],
+            None => {
+                let json = envelope
+                    .to_json()
+                    .map_err(|e| HandlerError::Failed(format!("cannot park the event: {e}")))?;
+                let json = String::from_utf8(json)
+                    .map_err(|e| HandlerError::Failed(format!("cannot park the event: {e}")))?;
+                tracing::debug!(%user_id, event_id = %envelope.event_id, "no contact yet; event parked");
+                store::park(tx.conn(), envelope.event_id, user_id, &json).await?;
+                return Ok(());
+            }
+        },
+        Audience::Admins => store::admin_contacts(tx.conn()).await?,
+    };
+    let template = store::template(tx.conn(), request.template).await?;
+    for contact in &contacts {
+        for planned in domain::plan(&request, contact) {
+            let rendered = match &template {
+                Some(t) => domain::render(&t.subject, &t.body, &planned.variables)
+                    .map_err(|e| format!("template {} does not render: {e}", request.template)),
+                None => Err(format!("template {} does not exist", request.template)),
+            };
+            let (status, subject, body, error) = match (planned.allowed, rendered) {
+                (false, rendered) => {
+                    let (subject, body) = rendered.map(|r| (r.subject, r.body)).unwrap_or_default();
+                    (Status::Suppressed, subject, body, None)
+                }
+                (true, Ok(r)) => (Status::Queued, r.subject, r.body, None),
+                (true, Err(error)) => (Status::Failed, String::new(), String::new(), Some(error)),
+            };
+            let notification = NewNotification {
+                id: Uuid::now_v7(),
+                dedupe_key: Some(domain::dedupe_key(
+                    envelope.event_id,
+                    planned.user_id,
+                    planned.channel,
+                )),
+                event_id: Some(envelope.event_id),
+                correlation_id: envelope.correlation_id.clone(),
+                user_id: Some(planned.user_id),
+                channel: planned.channel,
+                priority: request.priority,
+                template: Some(request.template.to_owned()),
+                recipient: planned.recipient,
+                subject,
+                body,
+                status,
+                error: error.clone(),
+            };
+            let inserted = store::insert_notification(tx.conn(), &notification).await?;
+            if inserted && let Some(error) = error {
+                tracing::warn!(notification_id = %notification.id, %error, "notification failed to render");
+                tx.emit(Event::NotificationFailed(NotificationFailed {
+                    notification_id: notification.id,
+                    user_id: notification.user_id,
+                    template: request.template.to_owned(),
+                    channel: notification.channel,
+                    error,
+                }))
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the events that were waiting for `user_id`'s contact.
+async fn apply_parked(tx: &mut Tx, user_id: Uuid) -> Result<(), HandlerError> {
+    for json in store::take_parked(tx.conn(), user_id).await? {
+        match Envelope::from_json(json.as_bytes()) {
+            Ok(parked) => notify(tx, &parked).await?,
+            // It parsed when it was parked; a build that cannot read it any more must not block
+            // this user's events forever.
+            Err(e) => tracing::error!(%user_id, error = %e, "dropping an unreadable parked event"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,564 @@
+//! The use cases against a real (temporary) SQLite database: the read model, placing with
+//! idempotency keys, the saga's events, cancellation and the timeout sweeper.
+
+use std::time::Duration;
+
+use emporium_events::{
+    Envelope, Event, InventoryReserved, Money, PaymentAuthorized, ProductCreated, ProductDeleted,
+    ProductUpdated, Role, ShipmentCreated, ShipmentDelivered, StockLine,
+};
+use emporium_platform::{
+    api::PageRequest,
+    auth::AuthUser,
+    bus::consumer::EventHandler,
+    storage::{Db, EventContext},
+};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::*;
+use crate::consumers::OrdersConsumer;
+
+async fn database() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite(NAME, &dir.path().join("orders.db"))
+        .await
+        .unwrap();
+    db.migrate(store::MIGRATIONS).await.unwrap();
+    (dir, db)
+}
+
+fn customer() -> AuthUser {
+    AuthUser {
+        id: Uuid::now_v7(),
+        role: Role::Customer,
+    }
+}
+
+fn admin() -> AuthUser {
+    AuthUser {
+        id: Uuid::now_v7(),
+        role: Role::Admin,
+    }
+}
+
+/// Delivers `event` to the consumer, in its own transaction, as the bus would.
+async fn deliver(db: &Db, event: Event) {
+    let envelope = Envelope::new("test", "corr-test", None, event);
+    let mut tx = db
+        .begin(EventContext::caused_by(NAME, &envelope))
+        .await
+        .unwrap();
+    OrdersConsumer.handle(&mut tx, &envelope).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn product(db: &Db, name: &str, price: i64) -> Uuid {
+    let id = Uuid::now_v7();
+    deliver(
+        db,
+        Event::ProductCreated(ProductCreated {
+            product_id: id,
+            name: name.into(),
+            description: None,
+            category: "test".into(),
+            price: Money::new(price, "USD"),
+            initial_stock: 10,
+        }),
+    )
+    .await;
+    id
+}
+
+/// Every event in the outbox, oldest first.
+async fn outbox(db: &Db) -> Vec<Event> {
+    sqlx::query("SELECT payload FROM outbox ORDER BY id")
+        .fetch_all(db.reader())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            Envelope::from_json(&row.get::<Vec<u8>, _>(0))
+                .unwrap()
+                .event
+        })
+        .collect()
+}
+
+fn request(lines: &[(Uuid, i64)]) -> NewOrder {
+    NewOrder {
+        lines: lines
+            .iter()
+            .map(|(id, quantity)| Line {
+                product_id: id.to_string(),
+                quantity: *quantity,
+            })
+            .collect(),
+        address: Address {
+            name: "Ada".into(),
+            line1: "12 Analytical Row".into(),
+            line2: None,
+            city: "London".into(),
+            postal_code: "N1 9GU".into(),
+            country: "GB".into(),
+        },
+        payment_token: "tok_visa".into(),
+    }
+}
+
+async fn place_for(db: &Db, user: &AuthUser, lines: &[(Uuid, i64)]) -> Uuid {
+    place(db, user.id, request(lines), None, "corr-1")
+        .await
+        .unwrap()
+        .order_id
+}
+
+fn key(key: &str, request: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey {
+        key: key.into(),
+        request: request.into(),
+    })
+}
+
+#[tokio::test]
+async fn an_order_is_priced_from_the_read_model_and_announced_in_the_same_transaction() {
+    let (_dir, db) = database().await;
+    let lamp = product(&db, "Lamp", 2500).await;
+    let mug = product(&db, "Mug", 800).await;
+    let ada = customer();
+    let placed = place(&db, ada.id, request(&[(lamp, 2), (mug, 3)]), None, "corr-1")
+        .await
+        .unwrap();
+    assert_eq!((placed.status, placed.replayed), (202, false));
+    let body: serde_json::Value = serde_json::from_str(&placed.body).unwrap();
+    assert_eq!(body["status"], "PENDING");
+    assert_eq!(
+        body["total"],
+        serde_json::json!({"amount": 7400, "currency": "USD"})
+    );
+    assert_eq!(body["items"][1]["name"], "Mug");
+    assert_eq!(body["items"][1]["lineTotal"]["amount"], 2400);
+    assert_eq!(body["timeline"][0]["status"], "PENDING");
+    assert_eq!(body["payment"], serde_json::Value::Null);
+
+    let events = outbox(&db).await;
+    let [Event::OrderCreated(created)] = events.as_slice() else {
+        panic!("expected one OrderCreated, got {events:?}");
+    };
+    assert_eq!(created.order_id, placed.order_id);
+    assert_eq!(created.user_id, ada.id);
+    assert_eq!(created.total, Money::new(7400, "USD"));
+    assert_eq!(created.payment_token, "tok_visa");
+    assert_eq!(created.items[0].unit_price, Money::new(2500, "USD"));
+
+    // What the API answered is what it shows.
+    let shown = get(&db, &ada, placed.order_id).await.unwrap();
+    assert_eq!(serde_json::to_value(&shown).unwrap(), body);
+}
+
+#[tokio::test]
+async fn updates_reprice_new_orders_and_a_deletion_is_final() {
+    let (_dir, db) = database().await;
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let before = place_for(&db, &ada, &[(lamp, 1)]).await;
+    deliver(
+        &db,
+        Event::ProductUpdated(ProductUpdated {
+            product_id: lamp,
+            name: "Desk lamp".into(),
+            description: None,
+            category: "test".into(),
+            price: Money::new(3000, "USD"),
+        }),
+    )
+    .await;
+    let after = place_for(&db, &ada, &[(lamp, 1)]).await;
+    assert_eq!(get(&db, &ada, before).await.unwrap().total.amount, 2500);
+    let repriced = get(&db, &ada, after).await.unwrap();
+    assert_eq!(repriced.total.amount, 3000);
+    assert_eq!(repriced.items[0].name, "Desk lamp");
+
+    deliver(
+        &db,
+        Event::ProductDeleted(ProductDeleted { product_id: lamp }),
+    )
+    .await;
+    // A late update does not bring it back.
+    deliver(
+        &db,
+        Event::ProductUpdated(ProductUpdated {
+            product_id: lamp,
+            name: "Zombie lamp".into(),
+            description: None,
+            category: "test".into(),
+            price: Money::new(1, "USD"),
+        }),
+    )
+    .await;
+    let mug = product(&db, "Mug", 800).await;
+    let error = place(&db, ada.id, request(&[(mug, 1), (lamp, 1)]), None, "c")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.status.as_u16(), error.code),
+        (422, "UNKNOWN_PRODUCT")
+    );
+    assert_eq!(error.errors[0].field, "items[1].productId");
+    let unknown = place(&db, ada.id, request(&[(Uuid::now_v7(), 1)]), None, "c")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code, "UNKNOWN_PRODUCT");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request() {
+    let (_dir, db) = database().await;
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let first = place(&db, ada.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
+        .await
+        .unwrap();
+    // The answer stays the first one even after the order moved on.
+    deliver(
+        &db,
+        Event::PaymentAuthorized(PaymentAuthorized {
+            order_id: first.order_id,
+            payment_id: Uuid::now_v7(),
+            amount: Money::new(2500, "USD"),
+        }),
+    )
+    .await;
+    let again = place(&db, ada.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
+        .await
+        .unwrap();
+    assert_eq!(again.order_id, first.order_id);
+    assert_eq!((again.status, &again.body), (first.status, &first.body));
+    assert!(again.replayed);
+
+    let reused = place(&db, ada.id, request(&[(lamp, 2)]), key("k1", "{b}"), "c")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (reused.status.as_u16(), reused.code),
+        (422, "IDEMPOTENCY_KEY_REUSED")
+    );
+
+    // Keys belong to their user.
+    let grace = customer();
+    let hers = place(&db, grace.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
+        .await
+        .unwrap();
+    assert_ne!(hers.order_id, first.order_id);
+
+    // A refused request is not remembered: once the product exists, the same key places it.
+    let soon = Uuid::now_v7();
+    let refused = place(&db, ada.id, request(&[(soon, 1)]), key("k2", "{c}"), "c")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, "UNKNOWN_PRODUCT");
+    deliver(
+        &db,
+        Event::ProductCreated(ProductCreated {
+            product_id: soon,
+            name: "Soon".into(),
+            description: None,
+            category: "test".into(),
+            price: Money::new(100, "USD"),
+            initial_stock: 1,
+        }),
+    )
+    .await;
+    assert!(
+        place(&db, ada.id, request(&[(soon, 1)]), key("k2", "{c}"), "c")
+            .await
+            .is_ok()
+    );
+    let created = outbox(&db)
+        .await
+        .into_iter()
+        .filter(|e| matches!(e, Event::OrderCreated(_)))
+        .count();
+    assert_eq!(
+        created, 3,
+        "one OrderCreated per placed order, none for replays"
+    );
+}
+
+#[tokio::test]
+async fn the_saga_confirms_ships_and_delivers_with_its_events_and_summaries() {
+    let (_dir, db) = database().await;
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let order = place_for(&db, &ada, &[(lamp, 2)]).await;
+    let payment_id = Uuid::now_v7();
+    deliver(
+        &db,
+        Event::PaymentAuthorized(PaymentAuthorized {
+            order_id: order,
+            payment_id,
+            amount: Money::new(5000, "USD"),
+        }),
+    )
+    .await;
+    // The reservation is seen after the payment (another topic): noted, nothing moves.
+    deliver(
+        &db,
+        Event::InventoryReserved(InventoryReserved {
+            order_id: order,
+            items: vec![StockLine {
+                product_id: lamp,
+                quantity: 2,
+            }],
+        }),
+    )
+    .await;
+    let confirmed = get(&db, &ada, order).await.unwrap();
+    assert_eq!(confirmed.status, "CONFIRMED");
+    let payment = confirmed.payment.clone().unwrap();
+    assert_eq!(
+        (payment.id, payment.status.as_str()),
+        (payment_id.to_string(), "AUTHORIZED")
+    );
+    let timeline: Vec<String> = confirmed
+        .timeline
+        .iter()
+        .map(|t| t.status.clone().or(t.event.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        timeline,
+        [
+            "PENDING",
+            "PaymentAuthorized",
+            "CONFIRMED",
+            "InventoryReserved"
+        ]
+    );
+
+    let shipment_id = Uuid::now_v7();
+    deliver(
+        &db,
+        Event::ShipmentCreated(ShipmentCreated {
+            order_id: order,
+            shipment_id,
+            tracking_number: "TRK-1".into(),
+            carrier: "sim".into(),
+        }),
+    )
+    .await;
+    // Its dispatch was lost: the delivery proves it, and the order goes through SHIPPED.
+    deliver(
+        &db,
+        Event::ShipmentDelivered(ShipmentDelivered {
+            order_id: order,
+            shipment_id,
+        }),
+    )
+    .await;
+    let delivered = get(&db, &ada, order).await.unwrap();
+    assert_eq!(delivered.status, "DELIVERED");
+    let shipment = delivered.shipment.unwrap();
+    assert_eq!(
+        (
+            shipment.status.as_str(),
+            shipment.tracking_number.as_deref()
+        ),
+        ("DELIVERED", Some("TRK-1"))
+    );
+
+    let events: Vec<&str> = outbox(&db).await.iter().map(Event::event_type).collect();
+    assert_eq!(
+        events,
+        [
+            "OrderCreated",
+            "OrderConfirmed",
+            "ShipmentRequested",
+            "OrderShipped",
+            "OrderDelivered"
+        ]
+    );
+    let requested = outbox(&db).await.into_iter().find_map(|e| match e {
+        Event::ShipmentRequested(r) => Some(r),
+        _ => None,
+    });
+    assert_eq!(requested.unwrap().shipping_address.city, "London");
+}
+
+#[tokio::test]
+async fn a_customer_cancels_their_own_order_once() {
+    let (_dir, db) = database().await;
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let order = place_for(&db, &ada, &[(lamp, 1)]).await;
+
+    let stranger = cancel(&db, &customer(), order, "c").await.unwrap_err();
+    assert_eq!(
+        stranger.status.as_u16(),
+        404,
+        "another customer's order does not exist"
+    );
+    assert_eq!(
+        get(&db, &customer(), order)
+            .await
+            .unwrap_err()
+            .status
+            .as_u16(),
+        404
+    );
+
+    let cancelled = cancel(&db, &ada, order, "c").await.unwrap();
+    assert_eq!(cancelled.status, "CANCELLED");
+    assert_eq!(
+        cancelled.cancellation_reason.as_deref(),
+        Some("CUSTOMER_REQUEST")
+    );
+    let again = cancel(&db, &ada, order, "c").await.unwrap_err();
+    assert_eq!(
+        (again.status.as_u16(), again.code),
+        (409, "ORDER_NOT_CANCELLABLE")
+    );
+    let cancellations = outbox(&db)
+        .await
+        .into_iter()
+        .filter(|e| matches!(e, Event::OrderCancelled(_)))
+        .count();
+    assert_eq!(cancellations, 1);
+
+    // A late authorization does not revive it.
+    deliver(
+        &db,
+        Event::PaymentAuthorized(PaymentAuthorized {
+            order_id: order,
+            payment_id: Uuid::now_v7(),
+            amount: Money::new(2500, "USD"),
+        }),
+    )
+    .await;
+    assert_eq!(get(&db, &ada, order).await.unwrap().status, "CANCELLED");
+
+    let theirs = place_for(&db, &ada, &[(lamp, 1)]).await;
+    assert_eq!(
+        cancel(&db, &admin(), theirs, "c").await.unwrap().status,
+        "CANCELLED",
+        "an admin may cancel anyone's order"
+    );
+    assert_eq!(
+        cancel(&db, &ada, Uuid::now_v7(), "c")
+            .await
+            .unwrap_err()
+            .status
+            .as_u16(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn the_sweeper_cancels_only_overdue_pending_orders() {
+    let (_dir, db) = database().await;
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let stuck = place_for(&db, &ada, &[(lamp, 1)]).await;
+    let confirmed = place_for(&db, &ada, &[(lamp, 1)]).await;
+    deliver(
+        &db,
+        Event::PaymentAuthorized(PaymentAuthorized {
+            order_id: confirmed,
+            payment_id: Uuid::now_v7(),
+            amount: Money::new(2500, "USD"),
+        }),
+    )
+    .await;
+
+    assert_eq!(
+        expire_overdue(&db, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0,
+        "nothing is an hour old"
+    );
+    assert_eq!(expire_overdue(&db, Duration::ZERO).await.unwrap(), 1);
+    let timed_out = get(&db, &ada, stuck).await.unwrap();
+    assert_eq!(timed_out.status, "CANCELLED");
+    assert_eq!(timed_out.cancellation_reason.as_deref(), Some("TIMEOUT"));
+    assert_eq!(get(&db, &ada, confirmed).await.unwrap().status, "CONFIRMED");
+    assert_eq!(
+        expire_overdue(&db, Duration::ZERO).await.unwrap(),
+        0,
+        "once"
+    );
+
+    let cancelled: Vec<_> = outbox(&db)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::OrderCancelled(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].order_id, stuck);
+    assert_eq!(
+        cancelled[0].reason,
+        emporium_events::CancellationReason::Timeout
+    );
+}
+
+#[tokio::test]
+async fn listings_page_newest_first_within_the_callers_scope() {
+    let (_dir, db) = database().await;
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let grace = customer();
+    let mut adas = Vec::new();
+    for _ in 0..5 {
+        adas.push(place_for(&db, &ada, &[(lamp, 1)]).await);
+    }
+    let graces = place_for(&db, &grace, &[(lamp, 1)]).await;
+    cancel(&db, &ada, adas[1], "c").await.unwrap();
+
+    let query = |status, user_id, limit: &str, cursor: Option<&str>| ListQuery {
+        status,
+        user_id,
+        page: PageRequest::parse(Some(limit), cursor).unwrap(),
+    };
+    let first = list(&db, &ada, query(None, None, "2", None)).await.unwrap();
+    let ids = |page: &Page<OrderView>| page.items.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), [adas[4].to_string(), adas[3].to_string()]);
+    let second = list(
+        &db,
+        &ada,
+        query(None, None, "2", first.next_cursor.as_deref()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&second), [adas[2].to_string(), adas[1].to_string()]);
+    let third = list(
+        &db,
+        &ada,
+        query(None, None, "2", second.next_cursor.as_deref()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&third), [adas[0].to_string()]);
+    assert_eq!(third.next_cursor, None);
+
+    let cancelled = list(&db, &ada, query(Some(Status::Cancelled), None, "20", None))
+        .await
+        .unwrap();
+    assert_eq!(ids(&cancelled), [adas[1].to_string()]);
+    let peeking = list(&db, &ada, query(None, Some(grace.id), "20", None))
+        .await
+        .unwrap();
+    assert!(
+        peeking.items.is_empty(),
+        "a customer sees only their own orders"
+    );
+    let everyone = list(&db, &admin(), query(None, None, "100", None))
+        .await
+        .unwrap();
+    assert_eq!(everyone.items.len(), 6);
+    let hers = list(&db, &admin(), query(None, Some(grace.id), "100", None))
+        .await
+        .unwrap();
+    assert_eq!(ids(&hers), [graces.to_string()]);
+}

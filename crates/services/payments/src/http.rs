@@ -1,0 +1,136 @@
+//! Payments' REST API: `GET /api/payments?orderId=`.
+
+use axum::{
+    Json, Router,
+    extract::{Query, State, rejection::QueryRejection},
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use emporium_platform::{
+    api::ApiError,
+    auth::AuthUser,
+    storage::{Db, StorageError},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::store::{self, PaymentRow};
+
+pub fn router(db: Db) -> Router {
+    Router::new()
+        .route("/api/payments", get(list_payments))
+        .with_state(db)
+}
+
+/// Money: integer minor units of an ISO 4217 currency.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Amount {
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// A payment of an order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub amount: Amount,
+    /// `AUTHORIZED`, `CAPTURED`, `VOIDED` or `DECLINED`.
+    pub status: String,
+    /// Why the provider declined (`card_declined`, `insufficient_funds`,
+    /// `invalid_payment_method`, `amount_limit_exceeded`, `provider_unavailable`); null otherwise.
+    pub decline_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentsQuery {
+    /// The order whose payments to list (required).
+    pub order_id: Option<String>,
+}
+
+fn view(row: PaymentRow) -> Result<Payment, StorageError> {
+    Ok(Payment {
+        id: store::parse_uuid(&row.id)?,
+        order_id: store::parse_uuid(&row.order_id)?,
+        amount: Amount {
+            amount: row.amount,
+            currency: row.currency,
+        },
+        status: row.status,
+        decline_reason: row.decline_reason,
+        created_at: DateTime::from_timestamp_millis(row.created_at).unwrap_or_default(),
+    })
+}
+
+/// The payments of an order (its owner or an admin). For a customer, another user's order is
+/// 404, as is an order payments has not heard of yet.
+#[utoipa::path(get, path = "/api/payments", tag = "payments", params(PaymentsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the order's payments (at most one)", body = [Payment]),
+        (status = 400, description = "`orderId` missing or not an id"),
+        (status = 401, description = "no valid token"),
+        (status = 404, description = "no such order for this caller"),
+    ))]
+pub async fn list_payments(
+    user: AuthUser,
+    State(db): State<Db>,
+    query: Result<Query<PaymentsQuery>, QueryRejection>,
+) -> Result<Json<Vec<Payment>>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let order_id = parse_order_id(query.order_id.as_deref())?;
+    // Admins see any order's payments (none, for an order not heard of yet); a customer only
+    // their own, and anything else is 404 whether it exists or not.
+    let caller = user.id.to_string();
+    let visible = user.is_admin()
+        || store::order(db.reader(), order_id)
+            .await?
+            .is_some_and(|order| order.user_id.as_deref() == Some(&caller));
+    if !visible {
+        return Err(ApiError::not_found("no such order"));
+    }
+    let payments = match store::payment_of_order(db.reader(), order_id).await? {
+        Some(row) => vec![view(row)?],
+        None => Vec::new(),
+    };
+    Ok(Json(payments))
+}
+
+fn parse_order_id(text: Option<&str>) -> Result<Uuid, ApiError> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Err(ApiError::field("orderId", "is required")),
+        Some(text) => Uuid::parse_str(text)
+            .map_err(|_| ApiError::field("orderId", "must be an order id (a UUID)")),
+    }
+}
+
+/// A query string serde could not read (a parameter given twice, say): 400 naming it.
+fn query_error(rejection: QueryRejection) -> ApiError {
+    let text = rejection.body_text();
+    let field = text.split('`').nth(1).unwrap_or("query").to_owned();
+    ApiError::field(field, "is malformed or given more than once")
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list_payments),
+    components(schemas(Payment, Amount)),
+    tags((name = "payments", description = "Payments of orders (simulated provider)"))
+)]
+pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_lists_every_endpoint() {
+        let doc = crate::openapi();
+        let paths: Vec<&String> = doc.paths.paths.keys().collect();
+        assert_eq!(paths, PATHS, "{paths:?}");
+    }
+
+    const PATHS: &[&str] = &["/api/payments"];
+}

@@ -1,0 +1,336 @@
+//! The simulated payment provider (CONTRACT §2 "Payments") and how the service calls it: a few
+//! quick retries with exponential backoff, behind the service's [`CircuitBreaker`].
+//!
+//! The provider's answer is a pure function of the token, the amount and the limit ([`decide`]),
+//! so calling it again when a handler's transaction is replayed gives the same answer: no double
+//! effect can come from here.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use emporium_events::DeclineReason;
+
+use crate::breaker::CircuitBreaker;
+
+/// What the provider says about an authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approved,
+    Declined(DeclineReason),
+    /// The provider failed this time (a timeout, a 5xx): try again.
+    Unavailable,
+}
+
+/// The simulated provider's rules. The token is checked first (a card the provider cannot use
+/// says nothing about the amount), then the limit, then what the card's issuer says.
+pub fn decide(token: &str, amount: i64, limit: i64) -> Decision {
+    let issuer = match token {
+        "tok_providerError" => return Decision::Unavailable,
+        "tok_visa" | "tok_mastercard" => Decision::Approved,
+        "tok_chargeDeclined" => Decision::Declined(DeclineReason::CardDeclined),
+        "tok_insufficientFunds" => Decision::Declined(DeclineReason::InsufficientFunds),
+        _ => return Decision::Declined(DeclineReason::InvalidPaymentMethod),
+    };
+    if amount > limit {
+        return Decision::Declined(DeclineReason::AmountLimitExceeded);
+    }
+    issuer
+}
+
+/// What is asked of the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    pub token: String,
+    /// Minor units.
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// A payment provider.
+#[async_trait]
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// Approved or declined; `Err` when the provider failed transiently.
+    async fn authorize(
+        &self,
+        request: &Authorization,
+    ) -> Result<Result<(), DeclineReason>, Unavailable>;
+}
+
+/// The provider failed transiently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// The provider of the contract, deciding by [`decide`].
+#[derive(Debug, Clone, Copy)]
+pub struct SimulatedProvider {
+    /// `EMPORIUM_PAYMENT_LIMIT`: the largest total it authorizes.
+    pub limit: i64,
+}
+
+#[async_trait]
+impl PaymentProvider for SimulatedProvider {
+    async fn authorize(
+        &self,
+        request: &Authorization,
+    ) -> Result<Result<(), DeclineReason>, Unavailable> {
+        match decide(&request.token, request.amount, self.limit) {
+            Decision::Approved => Ok(Ok(())),
+            Decision::Declined(reason) => Ok(Err(reason)),
+            Decision::Unavailable => Err(Unavailable),
+        }
+    }
+}
+
+/// How often, and how patiently, a failing provider is retried. Kept short on purpose: the
+/// handler waits holding the service's write transaction (SQLite's single writer), so the whole
+/// budget is `backoff * (2^(attempts-1) - 1)` = 150 ms by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    /// The wait after the first failure; doubled after each further one.
+    pub backoff: Duration,
+}
+
+pub const RETRY_ATTEMPTS: u32 = 3;
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: RETRY_ATTEMPTS,
+            backoff: RETRY_BACKOFF,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.backoff
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+    }
+}
+
+/// Authorizes with retries behind the breaker. Approved, or declined with the provider's reason,
+/// or `provider_unavailable` when the retries ran out or the breaker is open.
+pub async fn authorize(
+    provider: &dyn PaymentProvider,
+    breaker: &CircuitBreaker,
+    policy: RetryPolicy,
+    request: &Authorization,
+) -> Result<(), DeclineReason> {
+    for attempt in 1..=policy.attempts.max(1) {
+        if breaker.acquire().is_err() {
+            tracing::warn!("payment provider circuit open; failing fast");
+            break;
+        }
+        match provider.authorize(request).await {
+            Ok(answer) => {
+                breaker.succeeded();
+                return answer;
+            }
+            Err(Unavailable) => {
+                breaker.failed();
+                tracing::warn!(attempt, "payment provider failed");
+                if attempt < policy.attempts {
+                    tokio::time::sleep(policy.delay(attempt)).await;
+                }
+            }
+        }
+    }
+    Err(DeclineReason::ProviderUnavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::breaker::{BreakerSettings, BreakerState};
+
+    const LIMIT: i64 = 1_000_000;
+
+    #[test]
+    fn every_token_gets_its_answer() {
+        let cases = [
+            ("tok_visa", Decision::Approved),
+            ("tok_mastercard", Decision::Approved),
+            (
+                "tok_chargeDeclined",
+                Decision::Declined(DeclineReason::CardDeclined),
+            ),
+            (
+                "tok_insufficientFunds",
+                Decision::Declined(DeclineReason::InsufficientFunds),
+            ),
+            ("tok_providerError", Decision::Unavailable),
+            (
+                "tok_unknown",
+                Decision::Declined(DeclineReason::InvalidPaymentMethod),
+            ),
+            ("", Decision::Declined(DeclineReason::InvalidPaymentMethod)),
+            (
+                "TOK_VISA",
+                Decision::Declined(DeclineReason::InvalidPaymentMethod),
+            ),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(decide(token, 1999, LIMIT), expected, "{token:?}");
+        }
+    }
+
+    #[test]
+    fn the_limit_is_inclusive_and_applies_to_usable_cards() {
+        assert_eq!(decide("tok_visa", LIMIT, LIMIT), Decision::Approved);
+        let over = Decision::Declined(DeclineReason::AmountLimitExceeded);
+        assert_eq!(decide("tok_visa", LIMIT + 1, LIMIT), over);
+        assert_eq!(decide("tok_mastercard", LIMIT + 1, LIMIT), over);
+        assert_eq!(decide("tok_chargeDeclined", LIMIT + 1, LIMIT), over);
+        // A token the provider cannot use is refused as such, whatever the amount.
+        assert_eq!(
+            decide("tok_nope", LIMIT + 1, LIMIT),
+            Decision::Declined(DeclineReason::InvalidPaymentMethod)
+        );
+    }
+
+    /// Fails `failures` times, then answers with the simulator.
+    struct Flaky {
+        failures: u32,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl PaymentProvider for Flaky {
+        async fn authorize(
+            &self,
+            request: &Authorization,
+        ) -> Result<Result<(), DeclineReason>, Unavailable> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            if call < self.failures {
+                return Err(Unavailable);
+            }
+            SimulatedProvider { limit: LIMIT }.authorize(request).await
+        }
+    }
+
+    fn flaky(failures: u32) -> Flaky {
+        Flaky {
+            failures,
+            calls: AtomicU32::new(0),
+        }
+    }
+
+    fn request(token: &str) -> Authorization {
+        Authorization {
+            token: token.into(),
+            amount: 1999,
+            currency: "USD".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_retried_with_backoff() {
+        let provider = flaky(2);
+        let breaker = CircuitBreaker::default();
+        let started = tokio::time::Instant::now();
+        let answer = authorize(
+            &provider,
+            &breaker,
+            RetryPolicy::default(),
+            &request("tok_visa"),
+        )
+        .await;
+        assert_eq!(answer, Ok(()));
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
+        // 50 ms, then 100 ms.
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_that_stays_down_ends_provider_unavailable() {
+        let breaker = CircuitBreaker::default();
+        let started = tokio::time::Instant::now();
+        let answer = authorize(
+            &SimulatedProvider { limit: LIMIT },
+            &breaker,
+            RetryPolicy::default(),
+            &request("tok_providerError"),
+        )
+        .await;
+        assert_eq!(answer, Err(DeclineReason::ProviderUnavailable));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(150),
+            "no wait after the last attempt"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn declines_are_not_retried_and_do_not_trip_the_breaker() {
+        let provider = flaky(0);
+        let breaker = CircuitBreaker::new(BreakerSettings {
+            failure_threshold: 1,
+            cool_down: Duration::from_secs(5),
+        });
+        for _ in 0..3 {
+            let answer = authorize(
+                &provider,
+                &breaker,
+                RetryPolicy::default(),
+                &request("tok_chargeDeclined"),
+            )
+            .await;
+            assert_eq!(answer, Err(DeclineReason::CardDeclined));
+        }
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_fails_fast_and_half_opens_after_the_cool_down() {
+        let breaker = CircuitBreaker::new(BreakerSettings {
+            failure_threshold: 4,
+            cool_down: Duration::from_secs(5),
+        });
+        let down = SimulatedProvider { limit: LIMIT };
+        // Two orders of three failing attempts: the breaker opens during the second.
+        for _ in 0..2 {
+            authorize(
+                &down,
+                &breaker,
+                RetryPolicy::default(),
+                &request("tok_providerError"),
+            )
+            .await
+            .unwrap_err();
+        }
+        assert_eq!(breaker.state(), BreakerState::Open);
+
+        // A good card is refused at once, without calling the provider.
+        let provider = flaky(0);
+        let started = tokio::time::Instant::now();
+        let answer = authorize(
+            &provider,
+            &breaker,
+            RetryPolicy::default(),
+            &request("tok_visa"),
+        )
+        .await;
+        assert_eq!(answer, Err(DeclineReason::ProviderUnavailable));
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+
+        // After the cool-down the trial call goes through and closes the breaker.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let answer = authorize(
+            &provider,
+            &breaker,
+            RetryPolicy::default(),
+            &request("tok_visa"),
+        )
+        .await;
+        assert_eq!(answer, Ok(()));
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+}

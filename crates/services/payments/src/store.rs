@@ -1,0 +1,259 @@
+//! Payments' tables and the SQL on them (portable: SQLite and PostgreSQL).
+//!
+//! - `payment_orders`: what payments knows of each order (owner, total, token, and which saga
+//!   events it has seen), filled in as `OrderCreated`, `InventoryReserved` and `OrderCancelled`
+//!   arrive, in whatever order;
+//! - `payments`: one row per order at most (`order_id` is unique), with its status.
+
+use emporium_platform::storage::{Migration, StorageError};
+use sqlx::{Any, AnyConnection, Executor};
+use uuid::Uuid;
+
+use crate::domain::{OrderFacts, PaymentStatus};
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        100,
+        "payment_orders",
+        "CREATE TABLE payment_orders (
+            order_id   TEXT   PRIMARY KEY,
+            user_id    TEXT,
+            amount     BIGINT,
+            currency   TEXT,
+            token      TEXT,
+            created    BIGINT NOT NULL DEFAULT 0,
+            reserved   BIGINT NOT NULL DEFAULT 0,
+            cancelled  BIGINT NOT NULL DEFAULT 0,
+            updated_at BIGINT NOT NULL)",
+    ),
+    Migration::portable(
+        101,
+        "payments",
+        "CREATE TABLE payments (
+            id             TEXT   PRIMARY KEY,
+            order_id       TEXT   NOT NULL UNIQUE,
+            user_id        TEXT,
+            amount         BIGINT NOT NULL,
+            currency       TEXT   NOT NULL,
+            status         TEXT   NOT NULL,
+            decline_reason TEXT,
+            created_at     BIGINT NOT NULL,
+            updated_at     BIGINT NOT NULL)",
+    ),
+];
+
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// An order as payments knows it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrderRow {
+    pub order_id: String,
+    pub user_id: Option<String>,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    pub token: Option<String>,
+    pub created: i64,
+    pub reserved: i64,
+    pub cancelled: i64,
+}
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub id: String,
+    pub order_id: String,
+    pub user_id: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub decline_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl PaymentRow {
+    pub fn status(&self) -> Result<PaymentStatus, StorageError> {
+        PaymentStatus::parse(&self.status)
+            .ok_or_else(|| StorageError::Query(format!("unknown payment status {:?}", self.status)))
+    }
+
+    pub fn id(&self) -> Result<Uuid, StorageError> {
+        parse_uuid(&self.id)
+    }
+}
+
+const PAYMENT_COLUMNS: &str =
+    "id, order_id, user_id, amount, currency, status, decline_reason, created_at, updated_at";
+
+/// `OrderCreated`: the owner, the total and the token.
+pub async fn record_created(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+    user_id: Uuid,
+    amount: i64,
+    currency: &str,
+    token: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_orders (order_id, user_id, amount, currency, token, created, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 1, $6)
+         ON CONFLICT (order_id) DO UPDATE SET user_id = excluded.user_id, amount = excluded.amount,
+             currency = excluded.currency, token = excluded.token, created = 1,
+             updated_at = excluded.updated_at",
+    )
+    .bind(order_id.to_string())
+    .bind(user_id.to_string())
+    .bind(amount)
+    .bind(currency)
+    .bind(token)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `InventoryReserved`.
+pub async fn record_reserved(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_orders (order_id, reserved, updated_at) VALUES ($1, 1, $2)
+         ON CONFLICT (order_id) DO UPDATE SET reserved = 1, updated_at = excluded.updated_at",
+    )
+    .bind(order_id.to_string())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `OrderCancelled`. Also learns the owner, should the cancellation be the first event seen.
+pub async fn record_cancelled(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+    user_id: Uuid,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_orders (order_id, user_id, cancelled, updated_at) VALUES ($1, $2, 1, $3)
+         ON CONFLICT (order_id) DO UPDATE SET cancelled = 1,
+             user_id = COALESCE(payment_orders.user_id, excluded.user_id),
+             updated_at = excluded.updated_at",
+    )
+    .bind(order_id.to_string())
+    .bind(user_id.to_string())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Forgets the token once the order's payment is decided: it has no further use.
+pub async fn forget_token(conn: &mut AnyConnection, order_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE payment_orders SET token = NULL WHERE order_id = $1")
+        .bind(order_id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn order<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    order_id: Uuid,
+) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT order_id, user_id, amount, currency, token, created, reserved, cancelled
+         FROM payment_orders WHERE order_id = $1",
+    )
+    .bind(order_id.to_string())
+    .fetch_optional(db)
+    .await
+}
+
+/// The facts the domain decides on.
+pub async fn facts(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+) -> Result<(Option<OrderRow>, OrderFacts), sqlx::Error> {
+    let order = order(&mut *conn, order_id).await?;
+    let has_payment = payment_of_order(&mut *conn, order_id).await?.is_some();
+    let facts = match &order {
+        None => OrderFacts {
+            has_payment,
+            ..OrderFacts::default()
+        },
+        Some(row) => OrderFacts {
+            created: row.created != 0,
+            reserved: row.reserved != 0,
+            cancelled: row.cancelled != 0,
+            has_payment,
+        },
+    };
+    Ok((order, facts))
+}
+
+pub async fn payment_of_order<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    order_id: Uuid,
+) -> Result<Option<PaymentRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1"
+    ))
+    .bind(order_id.to_string())
+    .fetch_optional(db)
+    .await
+}
+
+/// Records the order's payment. `false` if it already has one (exactly one payment per order).
+pub async fn insert_payment(
+    conn: &mut AnyConnection,
+    payment: &PaymentRow,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO payments (id, order_id, user_id, amount, currency, status, decline_reason,
+             created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(&payment.id)
+    .bind(&payment.order_id)
+    .bind(&payment.user_id)
+    .bind(payment.amount)
+    .bind(&payment.currency)
+    .bind(&payment.status)
+    .bind(&payment.decline_reason)
+    .bind(payment.created_at)
+    .bind(payment.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves a payment from `from` to `to`; `false` if it was not in `from` any more.
+pub async fn set_status(
+    conn: &mut AnyConnection,
+    payment_id: &str,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(payment_id)
+    .bind(from.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub fn parse_uuid(text: &str) -> Result<Uuid, StorageError> {
+    Uuid::parse_str(text)
+        .map_err(|e| StorageError::Query(format!("bad id {text:?} in the database: {e}")))
+}

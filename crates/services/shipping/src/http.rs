@@ -1,0 +1,194 @@
+//! Shipping's REST API: `/api/shipments`.
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use emporium_platform::{
+    api::{ApiError, parse_id},
+    auth::{Admin, AuthUser},
+    storage::{Db, StorageError},
+    telemetry::CorrelationId,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    app::{self, Error},
+    store::{self, ShipmentRow},
+};
+
+pub fn router(db: Db) -> Router {
+    Router::new()
+        .route("/api/shipments", get(list_shipments))
+        .route("/api/shipments/{id}/dispatch", post(dispatch_shipment))
+        .route("/api/shipments/{id}/deliver", post(deliver_shipment))
+        .with_state(db)
+}
+
+/// A shipment of an order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Shipment {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    /// `READY`, `DISPATCHED`, `DELIVERED` or `CANCELLED`.
+    pub status: String,
+    pub tracking_number: String,
+    pub carrier: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipmentsQuery {
+    /// The order whose shipments to list (required).
+    pub order_id: Option<String>,
+}
+
+fn timestamp(millis: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+fn view(row: &ShipmentRow) -> Result<Shipment, StorageError> {
+    Ok(Shipment {
+        id: row.id()?,
+        order_id: row.order_id()?,
+        status: row.status.clone(),
+        tracking_number: row.tracking_number.clone(),
+        carrier: row.carrier.clone(),
+        created_at: timestamp(row.created_at),
+        updated_at: timestamp(row.updated_at),
+    })
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound => ApiError::not_found("no such shipment"),
+            Error::NotDispatchable(_) => {
+                ApiError::conflict("SHIPMENT_NOT_DISPATCHABLE", e.to_string())
+            }
+            Error::NotDeliverable(_) => {
+                ApiError::conflict("SHIPMENT_NOT_DELIVERABLE", e.to_string())
+            }
+            Error::Storage(e) => e.into(),
+        }
+    }
+}
+
+/// The shipments of an order (its owner or an admin). For a customer, another user's order is
+/// 404, as is an order shipping has not heard of (no shipment requested yet, and not cancelled).
+#[utoipa::path(get, path = "/api/shipments", tag = "shipping", params(ShipmentsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the order's shipments (at most one)", body = [Shipment]),
+        (status = 400, description = "`orderId` missing or not an id"),
+        (status = 401, description = "no valid token"),
+        (status = 404, description = "no such order for this caller"),
+    ))]
+pub async fn list_shipments(
+    user: AuthUser,
+    State(db): State<Db>,
+    query: Result<Query<ShipmentsQuery>, QueryRejection>,
+) -> Result<Json<Vec<Shipment>>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let order_id = match query.order_id.as_deref().map(str::trim) {
+        None | Some("") => return Err(ApiError::field("orderId", "is required")),
+        Some(text) => Uuid::parse_str(text)
+            .map_err(|_| ApiError::field("orderId", "must be an order id (a UUID)"))?,
+    };
+    let caller = user.id.to_string();
+    let shipment = store::by_order(db.reader(), order_id).await?;
+    let owner = match &shipment {
+        Some(row) => Some(row.user_id.clone()),
+        None => store::cancelled_owner(db.reader(), order_id).await?,
+    };
+    // Admins see any order's shipments (none, for an order not heard of); a customer only their
+    // own, and anything else is 404 whether it exists or not.
+    if !(user.is_admin() || owner.is_some_and(|owner| owner == caller)) {
+        return Err(ApiError::not_found("no such order"));
+    }
+    Ok(Json(
+        shipment.iter().map(view).collect::<Result<Vec<_>, _>>()?,
+    ))
+}
+
+/// Hands a `READY` shipment to the carrier now (admin). Emits `ShipmentDispatched`.
+#[utoipa::path(post, path = "/api/shipments/{id}/dispatch", tag = "shipping",
+    params(("id" = String, Path, description = "the shipment's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the dispatched shipment", body = Shipment),
+        (status = 401, description = "no valid token"),
+        (status = 403, description = "not an admin"),
+        (status = 404, description = "no such shipment"),
+        (status = 409, description = "`SHIPMENT_NOT_DISPATCHABLE`: not `READY`"),
+    ))]
+pub async fn dispatch_shipment(
+    Admin(_): Admin,
+    State(db): State<Db>,
+    correlation: CorrelationId,
+    Path(id): Path<String>,
+) -> Result<Json<Shipment>, ApiError> {
+    let id = parse_id(&id, "shipment")?;
+    let row = app::admin_dispatch(&db, &correlation.0, id).await?;
+    Ok(Json(view(&row)?))
+}
+
+/// Marks a `DISPATCHED` shipment delivered (admin). Emits `ShipmentDelivered`.
+#[utoipa::path(post, path = "/api/shipments/{id}/deliver", tag = "shipping",
+    params(("id" = String, Path, description = "the shipment's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the delivered shipment", body = Shipment),
+        (status = 401, description = "no valid token"),
+        (status = 403, description = "not an admin"),
+        (status = 404, description = "no such shipment"),
+        (status = 409, description = "`SHIPMENT_NOT_DELIVERABLE`: not `DISPATCHED`"),
+    ))]
+pub async fn deliver_shipment(
+    Admin(_): Admin,
+    State(db): State<Db>,
+    correlation: CorrelationId,
+    Path(id): Path<String>,
+) -> Result<Json<Shipment>, ApiError> {
+    let id = parse_id(&id, "shipment")?;
+    let row = app::admin_deliver(&db, &correlation.0, id).await?;
+    Ok(Json(view(&row)?))
+}
+
+/// A query string serde could not read (a parameter given twice, say): 400 naming it.
+fn query_error(rejection: QueryRejection) -> ApiError {
+    let text = rejection.body_text();
+    let field = text.split('`').nth(1).unwrap_or("query").to_owned();
+    ApiError::field(field, "is malformed or given more than once")
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list_shipments, dispatch_shipment, deliver_shipment),
+    components(schemas(Shipment)),
+    tags((name = "shipping", description = "Shipments of confirmed orders (simulated carrier)"))
+)]
+pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_lists_every_endpoint() {
+        let doc = crate::openapi();
+        let paths: Vec<&String> = doc.paths.paths.keys().collect();
+        assert_eq!(paths, PATHS, "{paths:?}");
+    }
+
+    const PATHS: &[&str] = &[
+        "/api/shipments",
+        "/api/shipments/{id}/deliver",
+        "/api/shipments/{id}/dispatch",
+    ];
+}
