@@ -5,7 +5,7 @@
 //! index of events by aggregate and type, and each order's latest status. So it works the same on the
 //! embedded log and on Kafka, where the log itself cannot be queried by aggregate.
 //!
-//! Consumes: every topic. Emits: nothing.
+//! Consumes: every topic except `shipping-requests` (personal data). Emits: nothing.
 
 use std::sync::Arc;
 
@@ -100,7 +100,13 @@ impl Service for OperationsService {
     }
 
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
-        workers.consume(ctx, Topic::ALL, EventIndex).await?;
+        // Every topic but `shipping-requests`: the shipping address goes to the shipping service only.
+        let topics: Vec<Topic> = Topic::ALL
+            .iter()
+            .copied()
+            .filter(|t| *t != Topic::ShippingRequest)
+            .collect();
+        workers.consume(ctx, &topics, EventIndex).await?;
         workers.keep(self.dead_letters.collect(&[]).await?);
         Ok(())
     }
