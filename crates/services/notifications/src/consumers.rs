@@ -33,8 +33,13 @@ impl EventHandler for Handler {
                     role: e.role,
                     preferences: e.preferences,
                 };
+                // A second `UserRegistered` for a known user is the admin bootstrap promoting an
+                // existing account: update the contact, but welcome each user once.
+                let known = store::contact(tx.conn(), e.user_id).await?.is_some();
                 store::upsert_contact(tx.conn(), &contact, true, version).await?;
-                notify(tx, envelope).await?;
+                if !known {
+                    notify(tx, envelope).await?;
+                }
                 apply_parked(tx, e.user_id).await
             }
             Event::UserUpdated(e) => {

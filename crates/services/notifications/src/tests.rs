@@ -551,3 +551,33 @@ async fn the_dispatcher_loop_ends_when_told_to_stop() {
         .expect("the loop stopped")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_promoted_account_is_not_welcomed_twice() {
+    let t = test_db().await;
+    let user = Uuid::now_v7();
+    handle(
+        &t.db,
+        &registered(user, Role::Customer, None, Preferences::default()),
+    )
+    .await;
+    // The admin bootstrap promoting the same account announces it again as an admin.
+    handle(
+        &t.db,
+        &registered(user, Role::Admin, None, Preferences::default()),
+    )
+    .await;
+    let welcomes = rows(&t.db)
+        .await
+        .into_iter()
+        .filter(|(template, ..)| template == "welcome")
+        .count();
+    assert_eq!(welcomes, 1);
+    let mut conn = t.db.reader().acquire().await.unwrap();
+    let contact = store::contact(&mut conn, user).await.unwrap().unwrap();
+    assert_eq!(
+        contact.role,
+        Role::Admin,
+        "the contact is updated all the same"
+    );
+}
