@@ -405,7 +405,10 @@ fn decode_cursor(cursor: &str) -> Option<String> {
         .step_by(2)
         .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
         .collect();
-    String::from_utf8(bytes?).ok()
+    // Cursors are sort keys we made: never control characters (PostgreSQL refuses NUL in TEXT).
+    String::from_utf8(bytes?)
+        .ok()
+        .filter(|key| !key.chars().any(char::is_control))
 }
 
 /// Middleware: an error response that is not already JSON (axum's own 405, a body-limit 413, a
@@ -509,6 +512,7 @@ mod tests {
         assert!(PageRequest::parse(Some("101"), None).is_err());
         assert!(PageRequest::parse(Some("ten"), None).is_err());
         assert!(PageRequest::parse(None, Some("zz")).is_err());
+        assert!(PageRequest::parse(None, Some("00")).is_err(), "a NUL key is no cursor of ours");
         let request = PageRequest::parse(Some("2"), None).unwrap();
         let page = Page::from_rows(vec!["a", "b", "c"], &request, |s| (*s).to_owned());
         assert_eq!(page.items, vec!["a", "b"]);
