@@ -1,6 +1,7 @@
 //! `emporium`: the one binary. `up` (the default) runs the whole platform in one process.
 
 mod bench;
+mod load;
 mod openapi;
 mod operations;
 mod platform;
@@ -78,6 +79,8 @@ enum Command {
     },
     /// Measure the embedded event log against the raw SQLite insert rate.
     BenchBus(bench::BusArgs),
+    /// Place orders against a running platform over HTTP; report throughput, latency and invariants.
+    Load(load::LoadArgs),
 }
 
 #[derive(Subcommand)]
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up => up(config, started).await,
         Command::Dlq { action } => dead_letters(config, action).await,
         Command::BenchBus(args) => bench::bus(args).await,
+        Command::Load(args) => load::run(args).await,
     }
 }
 

@@ -512,7 +512,10 @@ mod tests {
         assert!(PageRequest::parse(Some("101"), None).is_err());
         assert!(PageRequest::parse(Some("ten"), None).is_err());
         assert!(PageRequest::parse(None, Some("zz")).is_err());
-        assert!(PageRequest::parse(None, Some("00")).is_err(), "a NUL key is no cursor of ours");
+        assert!(
+            PageRequest::parse(None, Some("00")).is_err(),
+            "a NUL key is no cursor of ours"
+        );
         let request = PageRequest::parse(Some("2"), None).unwrap();
         let page = Page::from_rows(vec!["a", "b", "c"], &request, |s| (*s).to_owned());
         assert_eq!(page.items, vec!["a", "b"]);

@@ -610,3 +610,61 @@ async fn bad_product_input_is_rejected_naming_the_field() {
         (400, vec!["category".to_owned()])
     );
 }
+
+#[tokio::test]
+async fn control_characters_in_product_text_are_refused_naming_the_field() {
+    let platform = Platform::start_with(&[]).await;
+    let admin = platform.admin().await;
+    let valid = json!({"name": "Lamp", "category": "lighting", "price": {"amount": 100, "currency": "USD"}});
+    let with = |key: &str, value: &str| {
+        let mut body = valid.clone();
+        body[key] = json!(value);
+        body
+    };
+    let cases = [
+        (with("name", "La\u{0}mp"), "name"),
+        (with("name", "Desk\nlamp"), "name"),
+        (with("name", "Lamp\u{7f}"), "name"),
+        (with("category", "light\u{0}ing"), "category"),
+        (with("category", "light\ting"), "category"),
+        (with("description", "A lamp\u{0}"), "description"),
+        (
+            with("description", "A \u{1b}[31mred\u{1b}[0m lamp"),
+            "description",
+        ),
+        (with("description", "A lamp\u{9b}"), "description"),
+    ];
+    for (body, field) in &cases {
+        let reply = create(&platform, &admin, body.clone()).await;
+        assert_eq!(reply.status, 400, "{body}: {reply:?}");
+        assert_eq!(reply.fields(), [*field], "{body}");
+    }
+    // A description may have lines and tabs (and the carriage returns of CRLF line ends).
+    let text = "Bright.\n\tDimmable.\r\nWarm white.";
+    let created = create(&platform, &admin, with("description", text)).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.body["description"], text);
+    let id = created.body["id"].as_str().unwrap();
+
+    for (body, field) in [
+        (json!({"name": "La\u{0}mp"}), "name"),
+        (json!({"category": "\u{1}"}), "category"),
+        (json!({"description": "A\u{0}"}), "description"),
+    ] {
+        let reply = patch(&platform, &admin, id, body.clone()).await;
+        assert_eq!(reply.status, 400, "{body}: {reply:?}");
+        assert_eq!(reply.fields(), [field], "{body}");
+    }
+    // Searches are bound as query parameters: the same rule.
+    for (path, field) in [
+        ("/api/products?q=la%00mp", "q"),
+        ("/api/products?category=light%00ing", "category"),
+    ] {
+        let reply = get(&platform, path).await;
+        assert_eq!(reply.status, 400, "{path}: {reply:?}");
+        assert_eq!(reply.fields(), [field], "{path}");
+    }
+    let unchanged = get(&platform, &format!("/api/products/{id}")).await;
+    assert_eq!(unchanged.body["name"], "Lamp");
+    assert_eq!(unchanged.body["description"], text);
+}

@@ -8,6 +8,7 @@ mod admin;
 mod catalog;
 mod cli;
 mod inventory;
+mod load;
 mod notifications;
 mod ops;
 mod orders;

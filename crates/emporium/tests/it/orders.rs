@@ -11,7 +11,8 @@
 //! - To hold an order in `PENDING` for certain, [`InventoryOutage`] holds the inventory database's
 //!   write lock, as an outage of that database would: inventory cannot reserve, so payments never
 //!   authorizes and the order cannot move on its own. When the lock is released, inventory catches
-//!   up, and its late reservation meets an order that is already cancelled.
+//!   up, and its late reservation meets an order that is already cancelled. An [`Outage`] of the
+//!   orders database holds the carrier's dispatch back from orders in the same way.
 
 use std::time::Duration;
 
@@ -78,13 +79,13 @@ async fn order_of(platform: &Platform, session: &Session, product: &str, quantit
     placed.body["id"].as_str().unwrap().to_owned()
 }
 
-/// The inventory database's write lock, held until [`InventoryOutage::end`].
-struct InventoryOutage(sqlx::SqliteConnection);
+/// A service database's write lock, held until [`Outage::end`]: an outage of that database.
+struct Outage(sqlx::SqliteConnection);
 
-impl InventoryOutage {
-    async fn begin(platform: &Platform) -> InventoryOutage {
+impl Outage {
+    async fn begin(platform: &Platform, file: &str) -> Outage {
         let mut conn = SqliteConnectOptions::new()
-            .filename(platform.data_dir.join("inventory.db"))
+            .filename(platform.data_dir.join(file))
             .busy_timeout(Duration::from_secs(10))
             .connect()
             .await
@@ -93,11 +94,20 @@ impl InventoryOutage {
             .execute(&mut conn)
             .await
             .unwrap();
-        InventoryOutage(conn)
+        Outage(conn)
     }
 
     async fn end(mut self) {
         sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    }
+}
+
+/// The inventory database's write lock (see the module's documentation).
+struct InventoryOutage;
+
+impl InventoryOutage {
+    async fn begin(platform: &Platform) -> Outage {
+        Outage::begin(platform, "inventory.db").await
     }
 }
 
@@ -795,6 +805,123 @@ async fn an_order_stuck_in_pending_is_cancelled_with_timeout() {
         assert!(
             payment["status"] == "VOIDED" || payment["status"] == "DECLINED",
             "{payment}"
+        );
+    }
+}
+
+/// The customer cancels a CONFIRMED order while the carrier's dispatch is on its way to orders
+/// (held back by an outage of the orders database). Money and stock follow the order's final
+/// status, whichever of the two orders applies first: payments and inventory act on orders'
+/// `OrderCancelled`/`OrderShipped` (one of them per order), never on the carrier's
+/// `ShipmentDispatched`.
+#[tokio::test]
+async fn a_cancellation_racing_the_dispatch_never_leaves_money_or_stock_behind() {
+    let platform = Platform::start_with(&[]).await;
+    let admin = platform.admin().await;
+    let ada = platform.register("ada@example.com").await;
+    let lamp = platform.create_product(&admin, "Lamp", 2500, 5).await;
+    let order = order_of(&platform, &ada, &lamp, 1).await;
+    platform.wait_for_order(&ada, &order, "CONFIRMED").await;
+    let shipment = platform
+        .poll("the shipment", || async {
+            let reply = platform
+                .get_as(&format!("/api/shipments?orderId={order}"), &ada.token)
+                .await;
+            reply.body[0]["id"].as_str().map(str::to_owned)
+        })
+        .await;
+    let payment_status = || async {
+        platform
+            .get_as(&format!("/api/payments?orderId={order}"), &ada.token)
+            .await
+            .body[0]["status"]
+            .clone()
+    };
+
+    let outage = Outage::begin(&platform, "orders.db").await;
+    // Sent first, so orders most likely takes the cancellation before the dispatch.
+    let cancel_path = format!("/api/orders/{order}/cancel");
+    let cancelling = platform.post_as(&cancel_path, Some(&ada.token), json!({}));
+    let dispatching = async {
+        let dispatched = platform
+            .post_as(
+                &format!("/api/shipments/{shipment}/dispatch"),
+                Some(&admin.token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(dispatched.status, 200, "{dispatched:?}");
+        platform
+            .wait_for("the dispatch on the log", || async {
+                platform
+                    .get_as(
+                        &format!("/api/admin/events?aggregateId={order}&type=ShipmentDispatched"),
+                        &admin.token,
+                    )
+                    .await
+                    .body
+                    .as_array()
+                    .is_some_and(|events| events.len() == 1)
+            })
+            .await;
+        platform
+            .wait_for("payments and inventory to catch up", || async {
+                let stats = platform.get_as("/api/admin/stats", &admin.token).await;
+                stats.body["consumerLag"].as_array().is_some_and(|groups| {
+                    groups
+                        .iter()
+                        .filter(|g| g["group"] == "payments" || g["group"] == "inventory")
+                        .all(|g| g["lag"] == 0)
+                })
+            })
+            .await;
+        // Orders has not decided yet, so neither money nor stock has moved.
+        assert_eq!(payment_status().await, "AUTHORIZED");
+        assert_eq!(stock(&platform, &lamp).await, (4, 1));
+        outage.end().await;
+    };
+    let (cancelled, ()) = tokio::join!(cancelling, dispatching);
+
+    crate::saga::wait_until_quiet(&platform, &admin).await;
+    let after = platform
+        .get_as(&format!("/api/orders/{order}"), &ada.token)
+        .await
+        .body;
+    let committed = platform
+        .get_as("/api/inventory?limit=100", &admin.token)
+        .await
+        .body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["productId"] == lamp.as_str())
+        .map(|i| i["committed"].clone())
+        .unwrap();
+    if cancelled.status == 200 {
+        // The cancellation came first: the parcel is to be recalled; the order stays cancelled.
+        assert_eq!(
+            (&after["status"], &after["cancellationReason"]),
+            (&json!("CANCELLED"), &json!("CUSTOMER_REQUEST")),
+            "{after}"
+        );
+        assert_eq!(after["shipment"]["status"], "DISPATCHED");
+        assert_eq!(payment_status().await, "VOIDED");
+        assert_eq!(
+            (stock(&platform, &lamp).await, committed),
+            ((5, 0), json!(0))
+        );
+    } else {
+        // The dispatch came first: the cancellation was refused.
+        assert_eq!(
+            (cancelled.status, cancelled.code()),
+            (409, "ORDER_NOT_CANCELLABLE"),
+            "{cancelled:?}"
+        );
+        assert_eq!(after["status"], "SHIPPED", "{after}");
+        assert_eq!(payment_status().await, "CAPTURED");
+        assert_eq!(
+            (stock(&platform, &lamp).await, committed),
+            ((4, 0), json!(1))
         );
     }
 }

@@ -256,6 +256,27 @@ async fn bad_shipment_queries_name_the_field() {
         assert_eq!(reply.status, 400, "{path}: {reply:?}");
         assert_eq!(reply.fields(), vec!["orderId".to_owned()], "{path}");
     }
-    let unknown = shipments(&platform, &customer, &uuid::Uuid::now_v7().to_string()).await;
-    assert_eq!(unknown.status, 404, "{unknown:?}");
+}
+
+#[tokio::test]
+async fn an_order_shipping_has_not_heard_of_has_no_shipments_for_anyone() {
+    let platform = Platform::start_with(&[]).await;
+    let admin = platform.admin().await;
+    let customer = platform.register("buyer@example.com").await;
+    // Nothing to leak, and the order's owner is not told it does not exist while the saga
+    // catches up.
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for session in [&customer, &admin] {
+        let reply = shipments(&platform, session, &unknown).await;
+        assert_eq!((reply.status, &reply.body), (200, &json!([])), "{reply:?}");
+    }
+    // A PENDING order (no shipment requested yet) reads the same for its owner.
+    let lamp = platform.create_product(&admin, "Lamp", 2500, 5).await;
+    let order = order_id(
+        &platform
+            .place_order(&customer, &[(&lamp, 1)], "tok_chargeDeclined")
+            .await,
+    );
+    let reply = shipments(&platform, &customer, &order).await;
+    assert_eq!((reply.status, &reply.body), (200, &json!([])), "{reply:?}");
 }

@@ -83,7 +83,12 @@ impl Platform {
             base: format!("http://{address}"),
             data_dir: data_dir.to_path_buf(),
             _dir: None,
-            http: reqwest::Client::new(),
+            // No idle connections kept: a server that answers 413 before reading a whole body closes
+            // that connection, and a pooled client could pick it for the next request and fail.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
         }
     }
 

@@ -482,6 +482,74 @@ async fn repeated_login_failures_are_rate_limited_even_across_a_restart() {
 }
 
 #[tokio::test]
+async fn parallel_guesses_cannot_outrun_the_login_rate_limit() {
+    let platform = Platform::start_with(&[]).await;
+    platform.register("target@example.com").await;
+    // All at once: each attempt is counted before its password is checked, so no more than the
+    // limit of five is ever checked, however many arrive together.
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let request = platform
+            .http
+            .post(platform.url("/api/auth/login"))
+            .json(&json!({"email": "target@example.com", "password": "guess-guess"}));
+        attempts.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    let mut statuses = attempts.join_all().await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [[401; 5].as_slice(), &[429; 7]].concat());
+    let limited = login(&platform, "target@example.com", PASSWORD).await;
+    assert_eq!((limited.status, limited.code()), (429, "RATE_LIMITED"));
+}
+
+#[tokio::test]
+async fn control_characters_in_account_fields_are_refused_naming_the_field() {
+    let platform = Platform::start_with(&[]).await;
+    for (body, field) in [
+        (
+            json!({"email": "a@example.com", "password": PASSWORD, "name": "Ada\u{0}"}),
+            "name",
+        ),
+        (
+            json!({"email": "a@example.com", "password": PASSWORD, "name": "Ada\nLovelace"}),
+            "name",
+        ),
+        (
+            json!({"email": "a@example.com", "password": PASSWORD, "name": "\u{1b}[31mAda"}),
+            "name",
+        ),
+        (
+            json!({"email": "a\u{0}@example.com", "password": PASSWORD, "name": "Ada"}),
+            "email",
+        ),
+    ] {
+        let reply = platform
+            .post_as("/api/auth/register", None, body.clone())
+            .await;
+        assert_eq!(reply.status, 400, "{body}: {reply:?}");
+        assert_eq!(reply.fields(), [field], "{body}");
+    }
+    // An address no account can have is a failed login, not an error.
+    let reply = login(&platform, "a\u{0}@example.com", PASSWORD).await;
+    assert_eq!((reply.status, reply.code()), (401, "INVALID_CREDENTIALS"));
+
+    let ada = platform.register("ada@example.com").await;
+    for (body, field) in [
+        (json!({"name": "Ada\u{0}"}), "name"),
+        (json!({"name": "Ada\u{7f}"}), "name"),
+        (json!({"name": "Ada\u{85}Lovelace"}), "name"),
+        (json!({"phone": "+44 20 7946 0000\u{0}"}), "phone"),
+    ] {
+        let reply = patch_me(&platform, &ada.token, body.clone()).await;
+        assert_eq!(reply.status, 400, "{body}: {reply:?}");
+        assert_eq!(reply.fields(), [field], "{body}");
+    }
+    // Surrounding whitespace is trimmed, not refused.
+    let reply = patch_me(&platform, &ada.token, json!({"name": "\tAda\n"})).await;
+    assert_eq!((reply.status, &reply.body["name"]), (200, &json!("Ada")));
+}
+
+#[tokio::test]
 async fn a_successful_login_resets_the_failure_count() {
     let platform = Platform::start_with(&[]).await;
     platform.register("typo@example.com").await;

@@ -53,12 +53,32 @@ pub struct ProductPatch {
     pub price: Change<Money>,
 }
 
+/// Does `text` hold a control character (Unicode `Cc`: C0, DEL, C1) other than those `allowed`?
+/// They have no place in a product's text, and PostgreSQL refuses NUL in `TEXT` outright.
+fn has_control(text: &str, allowed: &[char]) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !allowed.contains(&c))
+}
+
+/// What a description may hold besides printable text: lines (LF, or CRLF as HTML forms send
+/// them) and tabs.
+const DESCRIPTION_CONTROLS: &[char] = &['\n', '\r', '\t'];
+
+fn check_line(checks: &mut Checks, field: &str, text: &str) {
+    checks.check(
+        !has_control(text, &[]),
+        field,
+        "must not contain control characters",
+    );
+}
+
 fn check_name(checks: &mut Checks, name: &str) {
     checks.check(
         (1..=NAME_MAX).contains(&name.chars().count()),
         "name",
         format!("must be 1 to {NAME_MAX} characters"),
     );
+    check_line(checks, "name", name);
 }
 
 fn check_description(checks: &mut Checks, description: &str) {
@@ -66,6 +86,11 @@ fn check_description(checks: &mut Checks, description: &str) {
         description.chars().count() <= DESCRIPTION_MAX,
         "description",
         format!("must be at most {DESCRIPTION_MAX} characters"),
+    );
+    checks.check(
+        !has_control(description, DESCRIPTION_CONTROLS),
+        "description",
+        "must not contain control characters other than newlines and tabs",
     );
 }
 
@@ -75,6 +100,7 @@ fn check_category(checks: &mut Checks, category: &str) {
         "category",
         format!("must be 1 to {CATEGORY_MAX} characters"),
     );
+    check_line(checks, "category", category);
 }
 
 fn check_price(checks: &mut Checks, price: &Money) {
@@ -202,6 +228,7 @@ pub fn filter(q: Option<&str>, category: Option<&str>) -> Result<Filter, ApiErro
             "q",
             format!("must be at most {QUERY_MAX} characters"),
         );
+        check_line(&mut checks, "q", q);
     }
     if let Some(category) = category {
         check_category(&mut checks, category);
@@ -367,6 +394,48 @@ mod tests {
         assert_eq!(
             fields(lamp().patched(&bad_price).unwrap_err()),
             ["price.amount"]
+        );
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_a_description_may_have_lines_and_tabs() {
+        for (name, description, category, field) in [
+            ("La\0mp", None, "lighting", "name"),
+            ("Desk\nlamp", None, "lighting", "name"),
+            ("Lamp\u{7f}", None, "lighting", "name"),
+            ("Lamp", Some("A\0 lamp"), "lighting", "description"),
+            (
+                "Lamp",
+                Some("A \u{1b}[1mbold\u{1b}[0m lamp"),
+                "lighting",
+                "description",
+            ),
+            ("Lamp", Some("A lamp\u{9b}"), "lighting", "description"),
+            ("Lamp", None, "light\ting", "category"),
+            ("Lamp", None, "light\u{0}ing", "category"),
+        ] {
+            assert_eq!(
+                fields(new_product(name, description, category, usd(1), 0).unwrap_err()),
+                [field],
+                "{name:?} {description:?} {category:?}"
+            );
+        }
+        let text = "Bright.\n\tDimmable.\r\nWarm white.";
+        let lamp = new_product("Lamp", Some(text), "lighting", usd(1), 0).unwrap();
+        assert_eq!(lamp.description.as_deref(), Some(text));
+        let patch = ProductPatch {
+            name: Change::Set("L\0".into()),
+            description: Change::Set("d\u{7}".into()),
+            category: Change::Set("c\u{1}".into()),
+            ..ProductPatch::default()
+        };
+        assert_eq!(
+            fields(lamp.patched(&patch).unwrap_err()),
+            ["name", "description", "category"]
+        );
+        assert_eq!(
+            fields(filter(Some("la\0mp"), Some("c\0")).unwrap_err()),
+            ["q", "category"]
         );
     }
 

@@ -3,8 +3,7 @@
 
 use emporium_events::{
     Event, InventoryCommitted, InventoryRejected, InventoryReleased, InventoryReserved, LowStock,
-    OrderCancelled, OrderCreated, ProductCreated, ProductDeleted, ShipmentDispatched,
-    StockAdjusted,
+    OrderCancelled, OrderCreated, OrderShipped, ProductCreated, ProductDeleted, StockAdjusted,
 };
 use emporium_platform::storage::{Db, EventContext, StorageError, Tx};
 use uuid::Uuid;
@@ -25,6 +24,11 @@ pub enum Error {
     /// The event cannot be applied as it is (a bug upstream).
     #[error("{0}")]
     InvalidEvent(String),
+    /// An order names a product whose `ProductCreated` has not been seen yet (it comes on another
+    /// topic). Not a rejection: the event fails, is retried, and reserves once the product has
+    /// arrived; a product that never arrives takes the event to the dead-letter topic.
+    #[error("product {0} has no stock record yet; its ProductCreated has not been seen")]
+    UnknownProduct(Uuid),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -75,7 +79,8 @@ pub async fn product_deleted(tx: &mut Tx, event: &ProductDeleted) -> Result<(), 
 }
 
 /// `OrderCreated`: every line reserved (`InventoryReserved`) or none (`InventoryRejected` naming
-/// the first line that fell short).
+/// the first line that fell short). A line whose product inventory has never heard of fails the
+/// event instead ([`Error::UnknownProduct`]): it is retried, not rejected.
 pub async fn order_created(tx: &mut Tx, event: &OrderCreated) -> Result<(), Error> {
     let state = store::order_state(tx.conn(), event.order_id).await?;
     if domain::on_created(state) == OnCreated::Ignore {
@@ -88,10 +93,26 @@ pub async fn order_created(tx: &mut Tx, event: &OrderCreated) -> Result<(), Erro
             .map(|line| (line.product_id, line.quantity)),
     )
     .map_err(|e| Error::InvalidEvent(e.0))?;
+    let products: Vec<Uuid> = lines.iter().map(|line| line.product_id).collect();
+    if let Some(unknown) = store::first_unknown_product(tx.conn(), &products).await? {
+        return Err(Error::UnknownProduct(unknown));
+    }
     let now = now_millis();
+    // Claim the order first: if another transaction recorded it meanwhile (its cancellation),
+    // that one decided, and nothing is taken here.
+    if !store::move_order_state(tx.conn(), event.order_id, None, OrderState::Reserved, now).await? {
+        return Ok(());
+    }
     match store::try_reserve(tx.conn(), event.order_id, &lines, now).await? {
         Some(short) => {
-            store::set_order_state(tx.conn(), event.order_id, OrderState::Rejected, now).await?;
+            store::move_order_state(
+                tx.conn(),
+                event.order_id,
+                Some(OrderState::Reserved),
+                OrderState::Rejected,
+                now,
+            )
+            .await?;
             tx.emit(Event::InventoryRejected(InventoryRejected {
                 order_id: event.order_id,
                 product_id: short.product_id,
@@ -101,7 +122,6 @@ pub async fn order_created(tx: &mut Tx, event: &OrderCreated) -> Result<(), Erro
             .await?;
         }
         None => {
-            store::set_order_state(tx.conn(), event.order_id, OrderState::Reserved, now).await?;
             for line in &lines {
                 refresh_low_stock(tx, line.product_id).await?;
             }
@@ -115,49 +135,114 @@ pub async fn order_created(tx: &mut Tx, event: &OrderCreated) -> Result<(), Erro
     Ok(())
 }
 
+/// How often a cancellation decides again when the order's state moved between its read and its
+/// conditional write. Each retry follows another transaction's committed change, and an order has
+/// only a few states, so this is never reached in practice.
+const DECISION_ROUNDS: usize = 4;
+
 /// `OrderCancelled`: a held reservation goes back (`InventoryReleased`); in every case the
 /// cancellation is remembered so that nothing is reserved for the order afterwards.
+///
+/// Decided on the state read, applied only if the state is still the one read; if another
+/// transaction moved it meanwhile, decided again on the new state.
 pub async fn order_cancelled(tx: &mut Tx, event: &OrderCancelled) -> Result<(), Error> {
-    let state = store::order_state(tx.conn(), event.order_id).await?;
     let now = now_millis();
-    match domain::on_cancelled(state) {
-        OnCancelled::Ignore => {}
-        OnCancelled::Remember => {
-            store::set_order_state(tx.conn(), event.order_id, OrderState::Cancelled, now).await?;
-        }
-        OnCancelled::Release => {
-            let lines = store::reservation(tx.conn(), event.order_id).await?;
-            store::release(tx.conn(), &lines, now).await?;
-            store::set_order_state(tx.conn(), event.order_id, OrderState::Released, now).await?;
-            for line in &lines {
-                refresh_low_stock(tx, line.product_id).await?;
+    for _ in 0..DECISION_ROUNDS {
+        let state = store::order_state(tx.conn(), event.order_id).await?;
+        let done = match domain::on_cancelled(state) {
+            OnCancelled::Ignore => true,
+            OnCancelled::Remember => {
+                store::move_order_state(
+                    tx.conn(),
+                    event.order_id,
+                    state,
+                    OrderState::Cancelled,
+                    now,
+                )
+                .await?
             }
-            tx.emit(Event::InventoryReleased(InventoryReleased {
-                order_id: event.order_id,
-                items: lines,
-            }))
-            .await?;
+            OnCancelled::Release => release_if_reserved(tx, event.order_id, now).await?,
+        };
+        if done {
+            return Ok(());
         }
+    }
+    Err(Error::Storage(StorageError::Unavailable(format!(
+        "order {} kept changing while its cancellation was applied",
+        event.order_id
+    ))))
+}
+
+/// Releases the order's reservation if its state is `RESERVED` at the moment of the write (the
+/// conditional `UPDATE` affects its row); otherwise moves no units and returns `false`.
+pub(crate) async fn release_if_reserved(
+    tx: &mut Tx,
+    order_id: Uuid,
+    now: i64,
+) -> Result<bool, Error> {
+    if !store::move_order_state(
+        tx.conn(),
+        order_id,
+        Some(OrderState::Reserved),
+        OrderState::Released,
+        now,
+    )
+    .await?
+    {
+        return Ok(false);
+    }
+    let lines = store::reservation(tx.conn(), order_id).await?;
+    store::release(tx.conn(), &lines, now).await?;
+    for line in &lines {
+        refresh_low_stock(tx, line.product_id).await?;
+    }
+    tx.emit(Event::InventoryReleased(InventoryReleased {
+        order_id,
+        items: lines,
+    }))
+    .await?;
+    Ok(true)
+}
+
+/// `OrderShipped`: the held units become a sale (`InventoryCommitted`).
+///
+/// Committed on the order's word, not the carrier's (`ShipmentDispatched`): orders emits exactly
+/// one of `OrderShipped` and `OrderCancelled` per order, both on `order-events` keyed by the order,
+/// so exactly one of commit and release happens here.
+pub async fn order_shipped(tx: &mut Tx, event: &OrderShipped) -> Result<(), Error> {
+    let state = store::order_state(tx.conn(), event.order_id).await?;
+    if domain::commits_on_ship(state) {
+        commit_if_reserved(tx, event.order_id, now_millis()).await?;
     }
     Ok(())
 }
 
-/// `ShipmentDispatched`: the held units become a sale (`InventoryCommitted`).
-pub async fn shipment_dispatched(tx: &mut Tx, event: &ShipmentDispatched) -> Result<(), Error> {
-    let state = store::order_state(tx.conn(), event.order_id).await?;
-    if !domain::commits_on_dispatch(state) {
-        return Ok(());
+/// Commits the order's reservation if its state is `RESERVED` at the moment of the write;
+/// otherwise (released or committed meanwhile) moves no units and returns `false`.
+pub(crate) async fn commit_if_reserved(
+    tx: &mut Tx,
+    order_id: Uuid,
+    now: i64,
+) -> Result<bool, Error> {
+    if !store::move_order_state(
+        tx.conn(),
+        order_id,
+        Some(OrderState::Reserved),
+        OrderState::Committed,
+        now,
+    )
+    .await?
+    {
+        return Ok(false);
     }
-    let now = now_millis();
-    let lines = store::reservation(tx.conn(), event.order_id).await?;
+    let lines = store::reservation(tx.conn(), order_id).await?;
     store::commit(tx.conn(), &lines, now).await?;
-    store::set_order_state(tx.conn(), event.order_id, OrderState::Committed, now).await?;
     tx.emit(Event::InventoryCommitted(InventoryCommitted {
-        order_id: event.order_id,
+        order_id,
         items: lines,
     }))
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// An admin adds (or removes) units: the new levels, with `StockAdjusted` (and `LowStock` when

@@ -1,5 +1,5 @@
-//! Inventory's event handler: `product-events`, `order-events` and `shipment-events` into the use
-//! cases of [`crate::app`].
+//! Inventory's event handler: `product-events` and `order-events` into the use cases of
+//! [`crate::app`].
 
 use async_trait::async_trait;
 use emporium_events::{Envelope, Event};
@@ -21,11 +21,13 @@ impl EventHandler for InventoryHandler {
             Event::ProductDeleted(e) => app::product_deleted(tx, e).await,
             Event::OrderCreated(e) => app::order_created(tx, e).await,
             Event::OrderCancelled(e) => app::order_cancelled(tx, e).await,
-            Event::ShipmentDispatched(e) => app::shipment_dispatched(tx, e).await,
+            Event::OrderShipped(e) => app::order_shipped(tx, e).await,
             _ => Ok(()),
         };
         result.map_err(|e| match e {
             Error::Storage(e) => e.into(),
+            // An unknown product (retried until its ProductCreated arrives) and a bad event alike:
+            // retried, then dead-lettered.
             other => HandlerError::Failed(other.to_string()),
         })
     }

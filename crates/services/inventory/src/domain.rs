@@ -28,7 +28,7 @@ pub enum OrderState {
     Rejected,
     /// The order was cancelled after its reservation; the stock went back.
     Released,
-    /// The order shipped; its reserved units became a sale.
+    /// The order shipped (`OrderShipped`); its reserved units became a sale.
     Committed,
     /// The order was cancelled before anything was held (or after a rejection); a later
     /// `OrderCreated` for it reserves nothing.
@@ -96,10 +96,10 @@ pub fn on_cancelled(state: Option<OrderState>) -> OnCancelled {
     }
 }
 
-/// Does a `ShipmentDispatched` commit the order's reservation? Only a held reservation can become
-/// a sale; a released one stays released (the shipment and the cancellation raced, and the
-/// cancellation won here).
-pub fn commits_on_dispatch(state: Option<OrderState>) -> bool {
+/// Does an `OrderShipped` commit the order's reservation? Only a held reservation can become a
+/// sale; a released one stays released (orders never ships a cancelled order, so this is a
+/// replay or a bug upstream, and the units already went back).
+pub fn commits_on_ship(state: Option<OrderState>) -> bool {
     state == Some(OrderState::Reserved)
 }
 
@@ -275,8 +275,8 @@ mod tests {
     }
 
     #[test]
-    fn only_a_held_reservation_is_committed_on_dispatch() {
-        assert!(commits_on_dispatch(Some(OrderState::Reserved)));
+    fn only_a_held_reservation_is_committed_when_the_order_ships() {
+        assert!(commits_on_ship(Some(OrderState::Reserved)));
         for state in [
             None,
             Some(OrderState::Rejected),
@@ -284,7 +284,7 @@ mod tests {
             Some(OrderState::Committed),
             Some(OrderState::Cancelled),
         ] {
-            assert!(!commits_on_dispatch(state), "{state:?}");
+            assert!(!commits_on_ship(state), "{state:?}");
         }
     }
 

@@ -117,7 +117,8 @@ impl From<Error> for ApiError {
                     "only {available} units are available; the adjustment would make stock negative"
                 ),
             ),
-            Error::InvalidEvent(detail) => ApiError::internal(detail),
+            // Event-handling outcomes; no endpoint produces them.
+            Error::InvalidEvent(_) | Error::UnknownProduct(_) => ApiError::internal(e.to_string()),
             Error::Storage(e) => e.into(),
         }
     }

@@ -9,10 +9,15 @@
 //! - `product-events`: `ProductCreated` → a stock row with `available = initialStock` and a
 //!   `StockAdjusted`; `ProductDeleted` → the product is marked and no longer reserved;
 //! - `order-events`: `OrderCreated` → every line reserved or none, in one conditional
-//!   check-and-take per line inside a savepoint → `InventoryReserved` | `InventoryRejected`;
+//!   check-and-take per line inside a savepoint → `InventoryReserved` | `InventoryRejected` (a
+//!   line whose product inventory has not heard of yet fails the event instead, so that it is
+//!   retried once the `ProductCreated` arrives on its own topic; deleted products are rejected);
 //!   `OrderCancelled` → a held reservation is released (`InventoryReleased`), and the cancellation
-//!   is remembered so that nothing is reserved for the order later;
-//! - `shipment-events`: `ShipmentDispatched` → the held units become sold (`InventoryCommitted`).
+//!   is remembered so that nothing is reserved for the order later; `OrderShipped` → the held
+//!   units become sold (`InventoryCommitted`). Commit and release both follow the order's own
+//!   events on this one topic, and orders emits only one of `OrderShipped` and `OrderCancelled`
+//!   per order, so exactly one of them happens. Every change of an order's state is a conditional
+//!   write on the state it was decided on, and units move only when that write took effect.
 //!
 //! Emits on `inventory-events`: the five above plus `LowStock`, once each time a product's
 //! available units fall to [`domain::LOW_STOCK_THRESHOLD`] or below (re-armed when they rise above).
@@ -59,7 +64,7 @@ impl Service for InventoryService {
         workers
             .consume(
                 ctx,
-                &[Topic::Product, Topic::Order, Topic::Shipment],
+                &[Topic::Product, Topic::Order],
                 consumers::InventoryHandler,
             )
             .await?;

@@ -317,22 +317,70 @@ pub async fn order_state(
         .transpose()
 }
 
-pub async fn set_order_state(
+/// Moves the order's state from `from` (`None`: inventory has no record of it yet) to `to`, only
+/// if it is still `from`: a conditional `INSERT` or `UPDATE`, so that two transactions that both
+/// read `from` cannot both act on it (PostgreSQL's READ COMMITTED lets them both read it; only one
+/// of them changes the row). `false` when the state was no longer `from`; the caller then moves
+/// no units.
+pub async fn move_order_state(
     conn: &mut AnyConnection,
     order_id: Uuid,
-    state: OrderState,
+    from: Option<OrderState>,
+    to: OrderState,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO stock_orders (order_id, state, updated_at) VALUES ($1, $2, $3)
-         ON CONFLICT (order_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-    )
-    .bind(order_id.to_string())
-    .bind(state.as_str())
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
+) -> Result<bool, sqlx::Error> {
+    let done = match from {
+        None => {
+            sqlx::query(
+                "INSERT INTO stock_orders (order_id, state, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (order_id) DO NOTHING",
+            )
+            .bind(order_id.to_string())
+            .bind(to.as_str())
+            .bind(now)
+            .execute(conn)
+            .await?
+        }
+        Some(from) => {
+            sqlx::query(
+                "UPDATE stock_orders SET state = $1, updated_at = $2
+                 WHERE order_id = $3 AND state = $4",
+            )
+            .bind(to.as_str())
+            .bind(now)
+            .bind(order_id.to_string())
+            .bind(from.as_str())
+            .execute(conn)
+            .await?
+        }
+    };
+    Ok(done.rows_affected() == 1)
+}
+
+/// The first of `products` (in their order) that has no stock row at all: its `ProductCreated`
+/// has not been seen yet. Deleted products have a row and are not reported.
+pub async fn first_unknown_product(
+    conn: &mut AnyConnection,
+    products: &[Uuid],
+) -> Result<Option<Uuid>, StorageError> {
+    if products.is_empty() {
+        return Ok(None);
+    }
+    let placeholders: Vec<String> = (1..=products.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT product_id FROM stock WHERE product_id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    for product in products {
+        query = query.bind(product.to_string());
+    }
+    let known: std::collections::HashSet<String> =
+        query.fetch_all(conn).await?.into_iter().collect();
+    Ok(products
+        .iter()
+        .find(|p| !known.contains(&p.to_string()))
+        .copied())
 }
 
 /// Adds `delta` units (negative removes) unless `available` would go below zero. `None` when the

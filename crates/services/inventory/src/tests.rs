@@ -1,17 +1,21 @@
-//! The use cases against a real (SQLite) database: what each event does to the stock and what it
-//! emits.
+//! The use cases against a real (SQLite) database, the saga's events delivered through the
+//! service's handler as the consumer does: what each event does to the stock and what it emits.
 
 use emporium_events::{
     CancellationReason, Envelope, Event, Money, OrderCancelled, OrderCreated, OrderLine,
-    ProductCreated, ProductDeleted, ShipmentDispatched, StockLine,
+    OrderShipped, ProductCreated, ProductDeleted, ShipmentDispatched, StockLine,
 };
-use emporium_platform::storage::{Db, EventContext, Tx};
+use emporium_platform::{
+    bus::consumer::{EventHandler, HandlerError},
+    storage::{Db, EventContext, Tx},
+};
 use uuid::Uuid;
 
 use crate::{
     NAME,
     app::{self, Error},
-    domain::LOW_STOCK_THRESHOLD,
+    consumers::InventoryHandler,
+    domain::{LOW_STOCK_THRESHOLD, OrderState},
     store::{self, StockRow},
 };
 
@@ -82,58 +86,77 @@ impl Fixture {
         row
     }
 
-    async fn order(&self, order_id: Uuid, lines: &[(Uuid, i64)]) {
-        let mut tx = self.tx().await;
-        app::order_created(
-            &mut tx,
-            &OrderCreated {
-                order_id,
-                user_id: Uuid::now_v7(),
-                items: lines
-                    .iter()
-                    .map(|(product_id, quantity)| OrderLine {
-                        product_id: *product_id,
-                        quantity: *quantity,
-                        unit_price: Money::new(500, "USD"),
-                    })
-                    .collect(),
-                total: Money::new(500, "USD"),
-                payment_token: "tok_visa".into(),
-            },
-        )
-        .await
-        .unwrap();
+    /// Hands `event` to the handler in its own transaction, committed only if it succeeds (as the
+    /// consumer does).
+    async fn try_deliver(&self, event: Event) -> Result<(), HandlerError> {
+        let envelope = Envelope::new("test", "corr-test", None, event);
+        let mut tx = self
+            .db
+            .begin(EventContext::caused_by(NAME, &envelope))
+            .await
+            .unwrap();
+        InventoryHandler.handle(&mut tx, &envelope).await?;
         tx.commit().await.unwrap();
+        Ok(())
+    }
+
+    async fn deliver(&self, event: Event) {
+        self.try_deliver(event).await.unwrap();
+    }
+
+    fn order_event(order_id: Uuid, lines: &[(Uuid, i64)]) -> Event {
+        Event::OrderCreated(OrderCreated {
+            order_id,
+            user_id: Uuid::now_v7(),
+            items: lines
+                .iter()
+                .map(|(product_id, quantity)| OrderLine {
+                    product_id: *product_id,
+                    quantity: *quantity,
+                    unit_price: Money::new(500, "USD"),
+                })
+                .collect(),
+            total: Money::new(500, "USD"),
+            payment_token: "tok_visa".into(),
+        })
+    }
+
+    async fn order(&self, order_id: Uuid, lines: &[(Uuid, i64)]) {
+        self.deliver(Self::order_event(order_id, lines)).await;
     }
 
     async fn cancel(&self, order_id: Uuid) {
-        let mut tx = self.tx().await;
-        app::order_cancelled(
-            &mut tx,
-            &OrderCancelled {
-                order_id,
-                user_id: Uuid::now_v7(),
-                reason: CancellationReason::CustomerRequest,
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        self.deliver(Event::OrderCancelled(OrderCancelled {
+            order_id,
+            user_id: Uuid::now_v7(),
+            reason: CancellationReason::CustomerRequest,
+        }))
+        .await;
+    }
+
+    async fn ship(&self, order_id: Uuid) {
+        self.deliver(Event::OrderShipped(OrderShipped {
+            order_id,
+            user_id: Uuid::now_v7(),
+            shipment_id: Uuid::now_v7(),
+            tracking_number: "EMP0123456789".into(),
+        }))
+        .await;
     }
 
     async fn dispatch(&self, order_id: Uuid) {
-        let mut tx = self.tx().await;
-        app::shipment_dispatched(
-            &mut tx,
-            &ShipmentDispatched {
-                order_id,
-                shipment_id: Uuid::now_v7(),
-                tracking_number: "EMP0123456789".into(),
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        self.deliver(Event::ShipmentDispatched(ShipmentDispatched {
+            order_id,
+            shipment_id: Uuid::now_v7(),
+            tracking_number: "EMP0123456789".into(),
+        }))
+        .await;
+    }
+
+    async fn state(&self, order_id: Uuid) -> Option<OrderState> {
+        store::order_state(&mut *self.tx().await.conn(), order_id)
+            .await
+            .unwrap()
     }
 }
 
@@ -230,16 +253,51 @@ async fn a_second_order_created_for_the_same_order_reserves_nothing_more() {
 }
 
 #[tokio::test]
-async fn unknown_and_deleted_products_cannot_be_reserved() {
+async fn an_order_for_a_product_not_heard_of_yet_is_retried_until_the_product_arrives() {
     let f = Fixture::new().await;
-    let unknown = Uuid::now_v7();
-    f.order(Uuid::now_v7(), &[(unknown, 1)]).await;
-    let events = f.emitted().await;
-    let [Event::InventoryRejected(rejection)] = events.as_slice() else {
-        panic!("{events:?}")
-    };
-    assert_eq!((rejection.product_id, rejection.available), (unknown, 0));
+    let known = f.product(10).await;
+    let soon = Uuid::now_v7();
+    let order = Uuid::now_v7();
+    let created = Fixture::order_event(order, &[(known, 1), (soon, 2)]);
+    // Its ProductCreated is still on its way (another topic): fail, to be retried, not rejected.
+    let first = f.try_deliver(created.clone()).await;
+    assert!(
+        matches!(&first, Err(HandlerError::Failed(e)) if e.contains(&soon.to_string())),
+        "{first:?}"
+    );
+    assert!(f.emitted().await.is_empty(), "no InventoryRejected");
+    assert_eq!(f.state(order).await, None, "nothing decided");
+    assert_eq!(f.stock(known).await.available, 10, "nothing held");
 
+    // The product arrives; the retry reserves.
+    let mut tx = f.tx().await;
+    app::product_created(
+        &mut tx,
+        &ProductCreated {
+            product_id: soon,
+            name: "Kettle".into(),
+            description: None,
+            category: "kitchen".into(),
+            price: Money::new(500, "USD"),
+            initial_stock: 5,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    f.emitted().await;
+    f.deliver(created).await;
+    let events = f.emitted().await;
+    assert!(
+        matches!(events.as_slice(), [Event::InventoryReserved(r)] if r.items.len() == 2),
+        "{events:?}"
+    );
+    assert_eq!(f.stock(soon).await.reserved, 2);
+}
+
+#[tokio::test]
+async fn deleted_products_cannot_be_reserved() {
+    let f = Fixture::new().await;
     let deleted = f.product(10).await;
     let mut tx = f.tx().await;
     app::product_deleted(
@@ -251,11 +309,14 @@ async fn unknown_and_deleted_products_cannot_be_reserved() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    f.order(Uuid::now_v7(), &[(deleted, 1)]).await;
-    assert!(matches!(
-        f.emitted().await.as_slice(),
-        [Event::InventoryRejected(_)]
-    ));
+    let order = Uuid::now_v7();
+    f.order(order, &[(deleted, 1)]).await;
+    let events = f.emitted().await;
+    let [Event::InventoryRejected(rejection)] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!((rejection.product_id, rejection.available), (deleted, 0));
+    assert_eq!(f.state(order).await, Some(OrderState::Rejected));
     let row = f.stock(deleted).await;
     assert!(row.is_deleted());
     assert_eq!(row.available, 10);
@@ -277,10 +338,12 @@ async fn cancelling_releases_a_held_reservation_once() {
     assert_eq!(released.items[0].quantity, 4);
     let row = f.stock(product).await;
     assert_eq!((row.available, row.reserved), (10, 0));
-    // A dispatch after the release commits nothing.
-    f.dispatch(order).await;
+    // An OrderShipped after the OrderCancelled (orders never emits both; a replay, say) commits
+    // nothing.
+    f.ship(order).await;
     assert!(f.emitted().await.is_empty());
     assert_eq!(f.stock(product).await.committed, 0);
+    assert_eq!(f.state(order).await, Some(OrderState::Released));
 }
 
 #[tokio::test]
@@ -295,14 +358,14 @@ async fn an_order_cancelled_before_it_was_created_is_never_reserved() {
 }
 
 #[tokio::test]
-async fn a_dispatched_order_commits_its_reservation() {
+async fn a_shipped_order_commits_its_reservation_once() {
     let f = Fixture::new().await;
     let product = f.product(10).await;
     let order = Uuid::now_v7();
     f.order(order, &[(product, 4)]).await;
     f.emitted().await;
-    f.dispatch(order).await;
-    f.dispatch(order).await;
+    f.ship(order).await;
+    f.ship(order).await;
     let events = f.emitted().await;
     assert!(
         matches!(events.as_slice(), [Event::InventoryCommitted(c)] if c.items[0].quantity == 4),
@@ -314,6 +377,72 @@ async fn a_dispatched_order_commits_its_reservation() {
     f.cancel(order).await;
     assert!(f.emitted().await.is_empty());
     assert_eq!(f.stock(product).await.committed, 4);
+}
+
+#[tokio::test]
+async fn the_carriers_dispatch_alone_commits_nothing() {
+    // The parcel left, but orders had already accepted the customer's cancellation: orders emits
+    // OrderCancelled and no OrderShipped, and the units must go back, not be sold.
+    let f = Fixture::new().await;
+    let product = f.product(10).await;
+    let order = Uuid::now_v7();
+    f.order(order, &[(product, 4)]).await;
+    f.emitted().await;
+    f.dispatch(order).await;
+    assert!(f.emitted().await.is_empty(), "no commit on dispatch");
+    assert_eq!(f.stock(product).await.reserved, 4);
+    f.cancel(order).await;
+    assert!(matches!(
+        f.emitted().await.as_slice(),
+        [Event::InventoryReleased(_)]
+    ));
+    let row = f.stock(product).await;
+    assert_eq!((row.available, row.reserved, row.committed), (10, 0, 0));
+}
+
+#[tokio::test]
+async fn a_release_or_commit_decided_on_a_stale_read_moves_no_units() {
+    // Under PostgreSQL's READ COMMITTED two transactions can both read RESERVED; the second to
+    // write must find the state moved and leave the units alone. Here the other transaction has
+    // already committed its change, and this one goes on as if it had read RESERVED.
+    let f = Fixture::new().await;
+    let product = f.product(10).await;
+    let shipped = Uuid::now_v7();
+    f.order(shipped, &[(product, 4)]).await;
+    f.ship(shipped).await;
+    let cancelled = Uuid::now_v7();
+    f.order(cancelled, &[(product, 3)]).await;
+    f.cancel(cancelled).await;
+    f.emitted().await;
+    let before = f.stock(product).await;
+    assert_eq!(
+        (before.available, before.reserved, before.committed),
+        (6, 0, 4)
+    );
+
+    let mut tx = f.tx().await;
+    let now = store::now_millis();
+    assert!(
+        !app::release_if_reserved(&mut tx, shipped, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !app::commit_if_reserved(&mut tx, cancelled, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !app::release_if_reserved(&mut tx, cancelled, now)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+
+    assert!(f.emitted().await.is_empty());
+    assert_eq!(f.stock(product).await, before);
+    assert_eq!(f.state(shipped).await, Some(OrderState::Committed));
+    assert_eq!(f.state(cancelled).await, Some(OrderState::Released));
 }
 
 #[tokio::test]

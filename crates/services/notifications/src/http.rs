@@ -264,14 +264,14 @@ struct TemplatePage {
     next_cursor: Option<String>,
 }
 
-/// `GET /api/templates` (admin): every template, by name.
+/// `GET /api/templates` (any signed-in user): every template, by name.
 #[utoipa::path(get, path = "/api/templates", tag = "notifications",
     params(("limit" = Option<i64>, Query, description = "1-100, default 20"),
            ("cursor" = Option<String>, Query, description = "From the previous page's nextCursor")),
-    responses((status = 200, body = TemplatePage), (status = 400), (status = 401), (status = 403)),
+    responses((status = 200, body = TemplatePage), (status = 400), (status = 401)),
     security(("bearer" = [])))]
 async fn list_templates(
-    _: Admin,
+    _: AuthUser,
     State(app): State<App>,
     query: PageQuery,
 ) -> Result<Json<Page<TemplateView>>, ApiError> {
@@ -283,13 +283,13 @@ async fn list_templates(
     }))
 }
 
-/// `GET /api/templates/{name}` (admin).
+/// `GET /api/templates/{name}` (any signed-in user).
 #[utoipa::path(get, path = "/api/templates/{name}", tag = "notifications",
     params(("name" = String, Path, description = "Template name")),
-    responses((status = 200, body = TemplateView), (status = 404), (status = 401), (status = 403)),
+    responses((status = 200, body = TemplateView), (status = 404), (status = 401)),
     security(("bearer" = [])))]
 async fn get_template(
-    _: Admin,
+    _: AuthUser,
     State(app): State<App>,
     Path(name): Path<String>,
 ) -> Result<Json<TemplateView>, ApiError> {
@@ -347,17 +347,17 @@ pub struct RenderedView {
     body: String,
 }
 
-/// `POST /api/templates/{name}/render` (admin): a preview. A variable the template needs but the
-/// request lacks is 422 `TEMPLATE_RENDER_FAILED`.
+/// `POST /api/templates/{name}/render` (any signed-in user): a preview; nothing is sent or stored.
+/// A variable the template needs but the request lacks is 422 `TEMPLATE_RENDER_FAILED`.
 #[utoipa::path(post, path = "/api/templates/{name}/render", tag = "notifications",
     params(("name" = String, Path, description = "Template name")),
     request_body = RenderRequest,
     responses((status = 200, body = RenderedView), (status = 400), (status = 404),
-              (status = 401), (status = 403), (status = 415),
+              (status = 401), (status = 415),
               (status = 422, description = "TEMPLATE_RENDER_FAILED: names the missing variable")),
     security(("bearer" = [])))]
 async fn render_template(
-    _: Admin,
+    _: AuthUser,
     State(app): State<App>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<RenderRequest>,

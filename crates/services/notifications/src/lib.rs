@@ -17,6 +17,15 @@
 //! files under `<data_dir>/mail/` (or SMTP when `smtp_url` is set); SMS and push to a log sink.
 //! Email always; SMS too for critical notifications when the user has a phone. Templates render
 //! strictly: a missing variable is an error, never an empty string.
+//!
+//! - REST: `GET /api/notifications/me`, `POST /api/notifications/me/read`; for any signed-in
+//!   user `GET /api/templates`, `GET /api/templates/{name}` and `POST /api/templates/{name}/render`
+//!   (a preview); for admins `POST /api/notifications` and `PUT /api/templates/{name}`.
+//!
+//! SMTP is plain: this build has no TLS for it, so an `smtp://` URL is sent over an unencrypted
+//! connection (no STARTTLS), and any `user:password` in it travels in clear text. That suits a
+//! mail sink on the same host or a private network, nothing further. `smtps://` is refused at
+//! start-up rather than silently downgraded.
 
 pub mod app;
 pub mod consumers;

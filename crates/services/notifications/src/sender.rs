@@ -1,6 +1,10 @@
 //! Delivery: one [`Sender`] per channel. Email goes to `.eml` files under `<data_dir>/mail/` or,
 //! when `smtp_url` is set, to that SMTP server; SMS and push go to a log sink (a JSON line with
 //! target `emporium::sms` / `emporium::push`).
+//!
+//! SMTP here is plaintext only (`builder_dangerous`, no TLS in this build): fine for a local mail
+//! sink, but the message and any credentials in `smtp://user:pass@host` cross the network
+//! unencrypted. `smtps://` is refused rather than sent in the clear.
 
 use std::{path::Path, sync::Arc};
 

@@ -577,6 +577,9 @@ pub struct Observation {
     pub occurred_at: i64,
     /// What it means to the status machine, if anything.
     pub input: Option<Input>,
+    /// For an `InventoryRejected`: the product it names (a deleted one makes the cancellation
+    /// `PRODUCT_UNAVAILABLE`).
+    pub rejected_product: Option<Uuid>,
     pub payment: Option<PaymentSummary>,
     pub shipment: Option<ShipmentSummary>,
 }
@@ -620,15 +623,32 @@ pub async fn observe(tx: &mut Tx, seen: Observation) -> Result<(), StorageError>
             order.shipment = Some(shipment);
         }
     }
-    let Some(input) = seen.input else {
+    let Some(mut input) = seen.input else {
         return Ok(());
     };
+    if input == Input::InventoryRejected
+        && let Some(product) = seen.rejected_product
+        && product_deleted(tx.conn(), product).await?
+    {
+        // The reservation failed because the product was deleted after the order was placed
+        // (as far as this service's read model knows; if its ProductDeleted is still on its way,
+        // the order ends OUT_OF_STOCK).
+        input = Input::ProductUnavailable;
+    }
     match domain::decide(order.state, input) {
         Decision::Advance(steps) => {
             let before = order.state.status;
             let order = advance(tx, order, &steps, now).await?;
             tracing::info!(order_id = %order.id, event = seen.event, from = before.as_str(),
                 to = order.state.status.as_str(), "order status changed");
+        }
+        Decision::Stay(Stay::Recall) => {
+            let shipment = order.shipment.as_ref();
+            tracing::warn!(order_id = %order.id, event = seen.event,
+                shipment_id = shipment.map(|s| s.id.to_string()),
+                tracking_number = shipment.and_then(|s| s.tracking_number.clone()),
+                "the parcel of a cancelled order left the warehouse; it must be recalled \
+                 (the order stays cancelled, its payment voided and its stock released)");
         }
         Decision::Stay(Stay::Contradicts) => {
             tracing::warn!(order_id = %order.id, event = seen.event, status = order.state.status.as_str(),
@@ -642,6 +662,13 @@ pub async fn observe(tx: &mut Tx, seen: Observation) -> Result<(), StorageError>
         }
     }
     Ok(())
+}
+
+/// Does the catalog read model have `product` as deleted?
+async fn product_deleted(conn: &mut AnyConnection, product: Uuid) -> Result<bool, StorageError> {
+    let id = product.to_string();
+    let known = store::products(conn, std::slice::from_ref(&id)).await?;
+    Ok(known.get(&id).is_some_and(|p| p.deleted))
 }
 
 // ------------------------------------------------------------- saga timeout

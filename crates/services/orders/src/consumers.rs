@@ -124,11 +124,16 @@ fn observation(envelope: &Envelope, event: &Event) -> Option<Observation> {
         // Stock levels (keyed by product) and everything on other topics.
         _ => return None,
     };
+    let rejected_product = match event {
+        Event::InventoryRejected(e) => Some(e.product_id),
+        _ => None,
+    };
     Some(Observation {
         order_id,
         event: event.event_type(),
         occurred_at: envelope.occurred_at.timestamp_millis(),
         input,
+        rejected_product,
         payment,
         shipment,
     })

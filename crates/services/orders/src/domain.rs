@@ -23,6 +23,13 @@
 //!   `ShipmentRequested` with `OrderConfirmed`), so `ShipmentDispatched` on a `PENDING` order cannot
 //!   come from a healthy platform; moving the order would skip its payment, and deferring it would
 //!   wait for a confirmation that has already happened or never will. It is ignored.
+//! - a shipment dispatched (or delivered) for a `CANCELLED` order changes nothing but is reported
+//!   ([`Stay::Recall`]): the customer's cancellation was accepted before the carrier's dispatch was
+//!   seen, so the order stays cancelled (payments voids, inventory releases: they follow this
+//!   service's `OrderCancelled`/`OrderShipped`, of which it emits exactly one) and the parcel has to
+//!   be recalled.
+//! - an `InventoryRejected` for a product the catalog read model knows to be deleted cancels with
+//!   `PRODUCT_UNAVAILABLE` rather than `OUT_OF_STOCK` ([`Input::ProductUnavailable`]).
 //! - `ShipmentDelivered` on a `CONFIRMED` order (its `ShipmentDispatched` was lost, say to the
 //!   dead-letter topic) moves the order through `SHIPPED` to `DELIVERED`: a delivered parcel was
 //!   dispatched, and leaving the order `CONFIRMED` forever would be worse.
@@ -94,6 +101,8 @@ impl OrderState {
 pub enum Input {
     InventoryReserved,
     InventoryRejected,
+    /// An `InventoryRejected` naming a product that the catalog read model has as deleted.
+    ProductUnavailable,
     PaymentAuthorized,
     PaymentFailed,
     ShipmentCreated,
@@ -107,9 +116,10 @@ pub enum Input {
 }
 
 impl Input {
-    pub const ALL: [Input; 10] = [
+    pub const ALL: [Input; 11] = [
         Input::InventoryReserved,
         Input::InventoryRejected,
+        Input::ProductUnavailable,
         Input::PaymentAuthorized,
         Input::PaymentFailed,
         Input::ShipmentCreated,
@@ -167,6 +177,9 @@ pub enum Stay {
     Cancelled,
     /// The input contradicts what the order knows; worth a warning, never a state change.
     Contradicts,
+    /// The parcel of a cancelled order left (or arrived) anyway: the order stays cancelled, and
+    /// the parcel must be recalled. Worth a warning.
+    Recall,
 }
 
 /// Why a command is refused.
@@ -198,12 +211,16 @@ pub fn decide(state: OrderState, input: Input) -> Decision {
         // A cancelled order is final: every saga input is late. Only the shipment's own
         // cancellation is the expected answer to our `OrderCancelled`.
         (S::Cancelled, I::ShipmentCancelled) => stay(Stay::Noted),
+        (S::Cancelled, I::ShipmentDispatched | I::ShipmentDelivered) => stay(Stay::Recall),
         (S::Cancelled, I::CustomerCancel) => Refuse(Refusal::NotCancellable),
         (S::Cancelled, _) => stay(Stay::Cancelled),
 
         (S::Pending, I::InventoryReserved) => stay(Stay::Noted),
         (S::Pending, I::InventoryRejected) => {
             Advance(vec![Step::Cancel(CancellationReason::OutOfStock)])
+        }
+        (S::Pending, I::ProductUnavailable) => {
+            Advance(vec![Step::Cancel(CancellationReason::ProductUnavailable)])
         }
         (S::Pending, I::PaymentAuthorized) => Advance(vec![Step::Confirm]),
         (S::Pending, I::PaymentFailed) => {
@@ -226,9 +243,10 @@ pub fn decide(state: OrderState, input: Input) -> Decision {
         (S::Confirmed | S::Shipped | S::Delivered, I::InventoryReserved | I::PaymentAuthorized) => {
             stay(Stay::AlreadyPast)
         }
-        (S::Confirmed | S::Shipped | S::Delivered, I::InventoryRejected | I::PaymentFailed) => {
-            stay(Stay::Contradicts)
-        }
+        (
+            S::Confirmed | S::Shipped | S::Delivered,
+            I::InventoryRejected | I::ProductUnavailable | I::PaymentFailed,
+        ) => stay(Stay::Contradicts),
         (S::Confirmed | S::Shipped | S::Delivered, I::Timeout) => stay(Stay::AlreadyPast),
         (S::Shipped | S::Delivered, I::CustomerCancel) => Refuse(Refusal::NotCancellable),
 
@@ -458,6 +476,7 @@ mod tests {
     const PAST: Decision = Decision::Stay(Stay::AlreadyPast);
     const CANCELLED: Decision = Decision::Stay(Stay::Cancelled);
     const CONTRA: Decision = Decision::Stay(Stay::Contradicts);
+    const RECALL: Decision = Decision::Stay(Stay::Recall);
     const REFUSED: Decision = Decision::Refuse(Refusal::NotCancellable);
 
     /// Every input in every status: given the status, when the input, then the decision.
@@ -469,6 +488,11 @@ mod tests {
                 S::Pending,
                 I::InventoryRejected,
                 advance(&[Step::Cancel(R::OutOfStock)]),
+            ),
+            (
+                S::Pending,
+                I::ProductUnavailable,
+                advance(&[Step::Cancel(R::ProductUnavailable)]),
             ),
             (S::Pending, I::PaymentAuthorized, advance(&[Step::Confirm])),
             (
@@ -489,6 +513,7 @@ mod tests {
             // CONFIRMED
             (S::Confirmed, I::InventoryReserved, PAST),
             (S::Confirmed, I::InventoryRejected, CONTRA),
+            (S::Confirmed, I::ProductUnavailable, CONTRA),
             (S::Confirmed, I::PaymentAuthorized, PAST),
             (S::Confirmed, I::PaymentFailed, CONTRA),
             (S::Confirmed, I::ShipmentCreated, NOTED),
@@ -508,6 +533,7 @@ mod tests {
             // SHIPPED
             (S::Shipped, I::InventoryReserved, PAST),
             (S::Shipped, I::InventoryRejected, CONTRA),
+            (S::Shipped, I::ProductUnavailable, CONTRA),
             (S::Shipped, I::PaymentAuthorized, PAST),
             (S::Shipped, I::PaymentFailed, CONTRA),
             (S::Shipped, I::ShipmentCreated, PAST),
@@ -519,6 +545,7 @@ mod tests {
             // DELIVERED
             (S::Delivered, I::InventoryReserved, PAST),
             (S::Delivered, I::InventoryRejected, CONTRA),
+            (S::Delivered, I::ProductUnavailable, CONTRA),
             (S::Delivered, I::PaymentAuthorized, PAST),
             (S::Delivered, I::PaymentFailed, CONTRA),
             (S::Delivered, I::ShipmentCreated, PAST),
@@ -530,11 +557,12 @@ mod tests {
             // CANCELLED
             (S::Cancelled, I::InventoryReserved, CANCELLED),
             (S::Cancelled, I::InventoryRejected, CANCELLED),
+            (S::Cancelled, I::ProductUnavailable, CANCELLED),
             (S::Cancelled, I::PaymentAuthorized, CANCELLED),
             (S::Cancelled, I::PaymentFailed, CANCELLED),
             (S::Cancelled, I::ShipmentCreated, CANCELLED),
-            (S::Cancelled, I::ShipmentDispatched, CANCELLED),
-            (S::Cancelled, I::ShipmentDelivered, CANCELLED),
+            (S::Cancelled, I::ShipmentDispatched, RECALL),
+            (S::Cancelled, I::ShipmentDelivered, RECALL),
             (S::Cancelled, I::ShipmentCancelled, NOTED),
             (S::Cancelled, I::CustomerCancel, REFUSED),
             (S::Cancelled, I::Timeout, CANCELLED),
@@ -586,6 +614,7 @@ mod tests {
     fn each_cancellation_keeps_its_reason() {
         for (status, input, reason) in [
             (S::Pending, I::InventoryRejected, R::OutOfStock),
+            (S::Pending, I::ProductUnavailable, R::ProductUnavailable),
             (S::Pending, I::PaymentFailed, R::PaymentDeclined),
             (S::Pending, I::CustomerCancel, R::CustomerRequest),
             (S::Confirmed, I::CustomerCancel, R::CustomerRequest),
@@ -664,13 +693,22 @@ mod tests {
             OrderState::placed(),
             &decide(OrderState::placed(), I::Timeout),
         );
-        for input in [
-            I::InventoryReserved,
-            I::PaymentAuthorized,
-            I::ShipmentDispatched,
-        ] {
+        for input in [I::InventoryReserved, I::PaymentAuthorized] {
             assert_eq!(decide(cancelled, input), CANCELLED, "{input:?}");
         }
+    }
+
+    #[test]
+    fn a_parcel_dispatched_after_the_cancellation_stays_cancelled_and_is_reported_for_recall() {
+        // The customer's cancellation was accepted while the carrier's dispatch was on its way.
+        let confirmed = after(
+            OrderState::placed(),
+            &decide(OrderState::placed(), I::PaymentAuthorized),
+        );
+        let cancelled = after(confirmed, &decide(confirmed, I::CustomerCancel));
+        assert_eq!(cancelled.status, S::Cancelled);
+        assert_eq!(decide(cancelled, I::ShipmentDispatched), RECALL);
+        assert_eq!(decide(cancelled, I::ShipmentDelivered), RECALL);
     }
 
     #[test]

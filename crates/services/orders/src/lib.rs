@@ -11,10 +11,16 @@
 //!   the only place the shipping address travels), `OrderCancelled`, `OrderShipped`,
 //!   `OrderDelivered` — each in the transaction that changes the order.
 //! - **Consumes** `product-events` (the read model), `inventory-events` (`InventoryRejected`
-//!   cancels with `OUT_OF_STOCK`), `payment-events` (`PaymentAuthorized` confirms, `PaymentFailed`
-//!   cancels with `PAYMENT_DECLINED`), `shipment-events` (`ShipmentDispatched` ships,
-//!   `ShipmentDelivered` delivers); every saga event also lands in the order's timeline and keeps
-//!   its summaries current.
+//!   cancels with `OUT_OF_STOCK`, or `PRODUCT_UNAVAILABLE` when the read model has its product as
+//!   deleted), `payment-events` (`PaymentAuthorized` confirms, `PaymentFailed` cancels with
+//!   `PAYMENT_DECLINED`), `shipment-events` (`ShipmentDispatched` ships, `ShipmentDelivered`
+//!   delivers; either for a `CANCELLED` order changes nothing and is logged as a parcel to
+//!   recall); every saga event also lands in the order's timeline and keeps its summaries current.
+//! - **Decides the race between a cancellation and a dispatch**: under the order's row lock it
+//!   moves a `CONFIRMED` order either to `CANCELLED` (`OrderCancelled`) or to `SHIPPED`
+//!   (`OrderShipped`), never both. Payments captures or voids, and inventory commits or releases,
+//!   on those two events (one topic, keyed by the order), not on the carrier's
+//!   `ShipmentDispatched`, so money and stock always follow the order's final status.
 //! - **Sweeps**: an order still `PENDING` after `saga_timeout` is cancelled with `TIMEOUT`.
 
 pub mod app;

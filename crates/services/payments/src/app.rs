@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use emporium_events::{
-    Event, InventoryReserved, Money, OrderCancelled, OrderCreated, PaymentAuthorized,
-    PaymentCaptured, PaymentFailed, PaymentVoided, ShipmentDispatched,
+    Event, InventoryReserved, Money, OrderCancelled, OrderCreated, OrderShipped, PaymentAuthorized,
+    PaymentCaptured, PaymentFailed, PaymentVoided,
 };
 use emporium_platform::storage::{StorageError, Tx};
 use uuid::Uuid;
@@ -16,6 +16,24 @@ use crate::{
     provider::{self, Authorization, PaymentProvider, RetryPolicy},
     store::{self, PaymentRow, now_millis},
 };
+
+/// Why an authorization did not happen now.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The breaker refused the order before any of its own calls failed (see
+    /// [`provider::Deferred`]): the event must come again later, neither declined nor
+    /// dead-lettered.
+    #[error("payment provider circuit open; authorization deferred")]
+    Deferred,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Storage(e.into())
+    }
+}
 
 /// The provider as the service calls it: with retries, behind the service's one breaker.
 #[derive(Clone)]
@@ -30,7 +48,7 @@ pub async fn order_created(
     tx: &mut Tx,
     authorizer: &Authorizer,
     event: &OrderCreated,
-) -> Result<(), StorageError> {
+) -> Result<(), Error> {
     store::record_created(
         tx.conn(),
         event.order_id,
@@ -49,7 +67,7 @@ pub async fn inventory_reserved(
     tx: &mut Tx,
     authorizer: &Authorizer,
     event: &InventoryReserved,
-) -> Result<(), StorageError> {
+) -> Result<(), Error> {
     store::record_reserved(tx.conn(), event.order_id, now_millis()).await?;
     authorize_if_ready(tx, authorizer, event.order_id).await
 }
@@ -58,7 +76,7 @@ async fn authorize_if_ready(
     tx: &mut Tx,
     authorizer: &Authorizer,
     order_id: Uuid,
-) -> Result<(), StorageError> {
+) -> Result<(), Error> {
     let (order, facts) = store::facts(tx.conn(), order_id).await?;
     let Some(order) = order.filter(|_| facts.ready_to_authorize()) else {
         return Ok(());
@@ -66,7 +84,8 @@ async fn authorize_if_ready(
     let (Some(amount), Some(currency)) = (order.amount, order.currency.clone()) else {
         return Err(StorageError::Query(format!(
             "order {order_id} is marked created without its total"
-        )));
+        ))
+        .into());
     };
     let request = Authorization {
         token: order.token.clone().unwrap_or_default(),
@@ -79,7 +98,8 @@ async fn authorize_if_ready(
         authorizer.retry,
         &request,
     )
-    .await;
+    .await
+    .map_err(|provider::Deferred| Error::Deferred)?;
     let now = now_millis();
     let payment_id = Uuid::now_v7();
     let (status, decline_reason) = match answer {
@@ -131,11 +151,14 @@ pub async fn order_cancelled(tx: &mut Tx, event: &OrderCancelled) -> Result<(), 
     transition(tx, event.order_id, PaymentStatus::void, now).await
 }
 
-/// `ShipmentDispatched`: capture the authorized amount.
-pub async fn shipment_dispatched(
-    tx: &mut Tx,
-    event: &ShipmentDispatched,
-) -> Result<(), StorageError> {
+/// `OrderShipped`: capture the authorized amount.
+///
+/// Captured on the order's word, not the carrier's (`ShipmentDispatched`): orders emits exactly
+/// one of `OrderShipped` and `OrderCancelled` for an order, deciding under its row lock, and both
+/// come on `order-events` keyed by the order, so exactly one of capture and void happens here,
+/// in the order orders decided. A parcel dispatched after the customer's cancellation was
+/// accepted is orders' to recall; its payment stays voided.
+pub async fn order_shipped(tx: &mut Tx, event: &OrderShipped) -> Result<(), StorageError> {
     transition(tx, event.order_id, PaymentStatus::capture, now_millis()).await
 }
 

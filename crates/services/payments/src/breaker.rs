@@ -3,7 +3,9 @@
 //! Closed: calls go through, consecutive failures are counted. After `failure_threshold` of them it
 //! opens: calls fail at once, without touching the provider, for `cool_down`. Then it half-opens:
 //! one trial call goes through (others still fail fast); its success closes the breaker, its
-//! failure opens it for another cool-down. Time is tokio's, so tests can pause it.
+//! failure opens it for another cool-down. A trial that never reports back (its handler was
+//! dropped mid-call) is given up after a cool-down, so the breaker cannot stay half-open for good:
+//! orders refused by it are redelivered until it closes. Time is tokio's, so tests can pause it.
 
 use std::{sync::Mutex, time::Duration};
 
@@ -46,9 +48,9 @@ enum Inner {
     Open {
         until: Instant,
     },
-    /// `trial`: the one call allowed through is under way.
+    /// `trial`: since when the one call allowed through is under way.
     HalfOpen {
-        trial: bool,
+        trial: Option<Instant>,
     },
 }
 
@@ -81,15 +83,16 @@ impl CircuitBreaker {
     /// [`Self::failed`].
     pub fn acquire(&self) -> Result<(), Open> {
         let mut inner = self.lock();
+        let now = Instant::now();
         match *inner {
             Inner::Closed { .. } => Ok(()),
-            Inner::Open { until } if Instant::now() >= until => {
-                *inner = Inner::HalfOpen { trial: true };
-                Ok(())
+            Inner::Open { until } if now < until => Err(Open),
+            Inner::HalfOpen { trial: Some(since) } if now < since + self.settings.cool_down => {
+                Err(Open)
             }
-            Inner::Open { .. } | Inner::HalfOpen { trial: true } => Err(Open),
-            Inner::HalfOpen { trial: false } => {
-                *inner = Inner::HalfOpen { trial: true };
+            // Cooled down, or the trial under way was lost: this call is the trial.
+            Inner::Open { .. } | Inner::HalfOpen { .. } => {
+                *inner = Inner::HalfOpen { trial: Some(now) };
                 Ok(())
             }
         }
@@ -185,6 +188,19 @@ mod tests {
         b.succeeded();
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.acquire(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_that_never_reports_back_is_given_up_after_a_cool_down() {
+        let b = breaker();
+        fail_times(&b, 3);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        b.acquire().unwrap();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(b.acquire(), Err(Open), "the trial may still answer");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.acquire(), Ok(()), "a new trial");
+        assert_eq!(b.acquire(), Err(Open));
     }
 
     #[tokio::test(start_paused = true)]

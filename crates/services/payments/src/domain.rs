@@ -1,5 +1,5 @@
 //! Payment decisions, without IO: when an order is ready to be authorized, and what a
-//! cancellation or a dispatch does to its payment.
+//! cancellation or the order shipping does to its payment.
 
 /// A payment's lifecycle: `AUTHORIZED` → `CAPTURED` (shipped) or `VOIDED` (cancelled before
 /// capture); `DECLINED` from the start. Only `AUTHORIZED` moves.

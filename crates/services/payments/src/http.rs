@@ -66,15 +66,17 @@ fn view(row: PaymentRow) -> Result<Payment, StorageError> {
     })
 }
 
-/// The payments of an order (its owner or an admin). For a customer, another user's order is
-/// 404, as is an order payments has not heard of yet.
+/// The payments of an order (its owner or an admin). An order payments has not heard of yet has
+/// none, and says so to anyone: there is nothing to leak, and its owner would otherwise see a 404
+/// for their own order while the saga catches up. Another user's known order is 404 for a
+/// customer.
 #[utoipa::path(get, path = "/api/payments", tag = "payments", params(PaymentsQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the order's payments (at most one)", body = [Payment]),
+        (status = 200, description = "the order's payments (at most one; none yet for an order not heard of)", body = [Payment]),
         (status = 400, description = "`orderId` missing or not an id"),
         (status = 401, description = "no valid token"),
-        (status = 404, description = "no such order for this caller"),
+        (status = 404, description = "another user's order"),
     ))]
 pub async fn list_payments(
     user: AuthUser,
@@ -83,15 +85,16 @@ pub async fn list_payments(
 ) -> Result<Json<Vec<Payment>>, ApiError> {
     let Query(query) = query.map_err(query_error)?;
     let order_id = parse_order_id(query.order_id.as_deref())?;
-    // Admins see any order's payments (none, for an order not heard of yet); a customer only
-    // their own, and anything else is 404 whether it exists or not.
-    let caller = user.id.to_string();
-    let visible = user.is_admin()
-        || store::order(db.reader(), order_id)
-            .await?
-            .is_some_and(|order| order.user_id.as_deref() == Some(&caller));
-    if !visible {
-        return Err(ApiError::not_found("no such order"));
+    // The owner is known from `OrderCreated` (or `OrderCancelled`), before any payment exists.
+    let owner = store::order(db.reader(), order_id)
+        .await?
+        .and_then(|order| order.user_id);
+    match owner {
+        None if !user.is_admin() => return Ok(Json(Vec::new())),
+        Some(owner) if !user.is_admin() && owner != user.id.to_string() => {
+            return Err(ApiError::not_found("no such order"));
+        }
+        _ => {}
     }
     let payments = match store::payment_of_order(db.reader(), order_id).await? {
         Some(row) => vec![view(row)?],

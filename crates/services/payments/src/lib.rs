@@ -7,14 +7,21 @@
 //! - `order-events`: `OrderCreated` → the owner, total and token are remembered;
 //!   `OrderCancelled` → an authorized payment is voided (`PaymentVoided`), and the order is
 //!   remembered as cancelled so that a later `InventoryReserved` authorizes nothing;
+//!   `OrderShipped` → the authorization is captured (`PaymentCaptured`). Capture follows the
+//!   order's `OrderShipped`, not the carrier's `ShipmentDispatched`: orders emits exactly one of
+//!   `OrderShipped` and `OrderCancelled` per order, on this one topic, so exactly one of capture
+//!   and void happens;
 //! - `inventory-events`: `InventoryReserved` → the total is authorized by the provider
 //!   ([`provider`]: a few quick retries behind the service's [`breaker::CircuitBreaker`]) →
 //!   `PaymentAuthorized` | `PaymentFailed` (with the decline reason; `provider_unavailable` when
-//!   the provider stays down or the breaker is open). Whichever of `OrderCreated` and
-//!   `InventoryReserved` arrives second triggers the authorization;
-//! - `shipment-events`: `ShipmentDispatched` → the authorization is captured (`PaymentCaptured`).
+//!   this order's own provider calls keep failing). Whichever of `OrderCreated` and
+//!   `InventoryReserved` arrives second triggers the authorization. When the breaker is open and
+//!   refuses an order before any of its own calls failed, the event fails as an infrastructure
+//!   error: the partition pauses and the event comes again, so one customer's failing card never
+//!   declines everyone else's orders.
 //!
-//! Serves `GET /api/payments?orderId=` (the order's owner or an admin).
+//! Serves `GET /api/payments?orderId=` (the order's owner or an admin; `[]` for an order payments
+//! has not heard of).
 
 pub mod app;
 pub mod breaker;
@@ -66,7 +73,7 @@ impl Service for PaymentsService {
         workers
             .consume(
                 ctx,
-                &[Topic::Order, Topic::Inventory, Topic::Shipment],
+                &[Topic::Order, Topic::Inventory],
                 consumers::PaymentsHandler { authorizer },
             )
             .await?;

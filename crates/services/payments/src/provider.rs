@@ -111,26 +111,46 @@ impl RetryPolicy {
     }
 }
 
-/// Authorizes with retries behind the breaker. Approved, or declined with the provider's reason,
-/// or `provider_unavailable` when the retries ran out or the breaker is open.
+/// The breaker refused this order's calls before any of them had failed: nothing is known about
+/// its card yet, and declining it would make it pay for someone else's failures. Ask again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred;
+
+/// Authorizes with retries behind the breaker: approved, or declined with the provider's reason,
+/// or `provider_unavailable` when this order's own calls failed until the retries ran out or the
+/// breaker opened. [`Deferred`] when the breaker refused the order before its own calls failed.
+///
+/// So a breaker opened by other orders' failures (one customer's `tok_providerError`) holds
+/// everyone else's orders back until it closes, and declines none of them; an order whose own
+/// calls fail is still declined, after at most `policy.attempts` calls, and is never deferred
+/// again after its first failed call.
 pub async fn authorize(
     provider: &dyn PaymentProvider,
     breaker: &CircuitBreaker,
     policy: RetryPolicy,
     request: &Authorization,
-) -> Result<(), DeclineReason> {
+) -> Result<Result<(), DeclineReason>, Deferred> {
+    let mut failed = false;
     for attempt in 1..=policy.attempts.max(1) {
         if breaker.acquire().is_err() {
-            tracing::warn!("payment provider circuit open; failing fast");
+            if !failed {
+                tracing::warn!("payment provider circuit open; authorization deferred");
+                return Err(Deferred);
+            }
+            tracing::warn!(
+                attempt,
+                "payment provider circuit open after this order's failures"
+            );
             break;
         }
         match provider.authorize(request).await {
             Ok(answer) => {
                 breaker.succeeded();
-                return answer;
+                return Ok(answer);
             }
             Err(Unavailable) => {
                 breaker.failed();
+                failed = true;
                 tracing::warn!(attempt, "payment provider failed");
                 if attempt < policy.attempts {
                     tokio::time::sleep(policy.delay(attempt)).await;
@@ -138,7 +158,7 @@ pub async fn authorize(
             }
         }
     }
-    Err(DeclineReason::ProviderUnavailable)
+    Ok(Err(DeclineReason::ProviderUnavailable))
 }
 
 #[cfg(test)]
@@ -240,7 +260,7 @@ mod tests {
             &request("tok_visa"),
         )
         .await;
-        assert_eq!(answer, Ok(()));
+        assert_eq!(answer, Ok(Ok(())));
         assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
         // 50 ms, then 100 ms.
         assert_eq!(started.elapsed(), Duration::from_millis(150));
@@ -258,7 +278,7 @@ mod tests {
             &request("tok_providerError"),
         )
         .await;
-        assert_eq!(answer, Err(DeclineReason::ProviderUnavailable));
+        assert_eq!(answer, Ok(Err(DeclineReason::ProviderUnavailable)));
         assert_eq!(
             started.elapsed(),
             Duration::from_millis(150),
@@ -281,33 +301,39 @@ mod tests {
                 &request("tok_chargeDeclined"),
             )
             .await;
-            assert_eq!(answer, Err(DeclineReason::CardDeclined));
+            assert_eq!(answer, Ok(Err(DeclineReason::CardDeclined)));
         }
         assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
         assert_eq!(breaker.state(), BreakerState::Closed);
     }
 
+    /// Two orders of three failing attempts against a breaker that opens at the fourth failure.
+    async fn open(breaker: &CircuitBreaker) {
+        let down = SimulatedProvider { limit: LIMIT };
+        for _ in 0..2 {
+            let answer = authorize(
+                &down,
+                breaker,
+                RetryPolicy::default(),
+                &request("tok_providerError"),
+            )
+            .await;
+            // The second order's third attempt is refused, but its own calls had failed: declined.
+            assert_eq!(answer, Ok(Err(DeclineReason::ProviderUnavailable)));
+        }
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn an_open_breaker_fails_fast_and_half_opens_after_the_cool_down() {
+    async fn an_open_breaker_defers_other_orders_without_declining_them() {
         let breaker = CircuitBreaker::new(BreakerSettings {
             failure_threshold: 4,
             cool_down: Duration::from_secs(5),
         });
-        let down = SimulatedProvider { limit: LIMIT };
-        // Two orders of three failing attempts: the breaker opens during the second.
-        for _ in 0..2 {
-            authorize(
-                &down,
-                &breaker,
-                RetryPolicy::default(),
-                &request("tok_providerError"),
-            )
-            .await
-            .unwrap_err();
-        }
-        assert_eq!(breaker.state(), BreakerState::Open);
+        open(&breaker).await;
 
-        // A good card is refused at once, without calling the provider.
+        // A good card is not declined for someone else's failures: deferred at once, without
+        // calling the provider.
         let provider = flaky(0);
         let started = tokio::time::Instant::now();
         let answer = authorize(
@@ -317,7 +343,7 @@ mod tests {
             &request("tok_visa"),
         )
         .await;
-        assert_eq!(answer, Err(DeclineReason::ProviderUnavailable));
+        assert_eq!(answer, Err(Deferred));
         assert_eq!(provider.calls.load(Ordering::SeqCst), 0);
         assert_eq!(started.elapsed(), Duration::ZERO);
 
@@ -330,7 +356,31 @@ mod tests {
             &request("tok_visa"),
         )
         .await;
-        assert_eq!(answer, Ok(()));
+        assert_eq!(answer, Ok(Ok(())));
         assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_card_deferred_by_an_open_breaker_is_declined_once_its_own_call_fails() {
+        let breaker = CircuitBreaker::new(BreakerSettings {
+            failure_threshold: 4,
+            cool_down: Duration::from_secs(5),
+        });
+        open(&breaker).await;
+        let down = SimulatedProvider { limit: LIMIT };
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            authorize(&down, &breaker, policy, &request("tok_providerError")).await,
+            Err(Deferred),
+            "refused before trying: deferred like everyone else"
+        );
+        // Redelivered after the cool-down: its trial call fails, the breaker opens again and
+        // refuses its next attempt, and this time the order is declined, not deferred again.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            authorize(&down, &breaker, policy, &request("tok_providerError")).await,
+            Ok(Err(DeclineReason::ProviderUnavailable))
+        );
+        assert_eq!(breaker.state(), BreakerState::Open);
     }
 }

@@ -1,19 +1,23 @@
-//! The use cases against a real (SQLite) database: what each event does to the order's payment
-//! and what it emits.
+//! The use cases against a real (SQLite) database, through the service's event handler as the
+//! consumer drives it: what each event does to the order's payment and what it emits.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use emporium_events::{
     CancellationReason, DeclineReason, Envelope, Event, InventoryReserved, Money, OrderCancelled,
-    OrderCreated, OrderLine, ShipmentDispatched, StockLine,
+    OrderCreated, OrderLine, OrderShipped, ShipmentDispatched, StockLine,
 };
-use emporium_platform::storage::{Db, EventContext, Tx};
+use emporium_platform::{
+    bus::consumer::{EventHandler, HandlerError},
+    storage::{Db, EventContext},
+};
 use uuid::Uuid;
 
 use crate::{
     NAME,
-    app::{self, Authorizer},
-    breaker::CircuitBreaker,
+    app::Authorizer,
+    breaker::{BreakerSettings, BreakerState, CircuitBreaker},
+    consumers::PaymentsHandler,
     provider::{RetryPolicy, SimulatedProvider},
     store,
 };
@@ -22,12 +26,16 @@ const LIMIT: i64 = 100_000;
 
 struct Fixture {
     db: Db,
-    authorizer: Authorizer,
+    handler: PaymentsHandler,
     _dir: tempfile::TempDir,
 }
 
 impl Fixture {
     async fn new() -> Fixture {
+        Fixture::with_breaker(CircuitBreaker::default()).await
+    }
+
+    async fn with_breaker(breaker: CircuitBreaker) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_sqlite(NAME, &dir.path().join("payments.db"))
             .await
@@ -35,20 +43,33 @@ impl Fixture {
         db.migrate(store::MIGRATIONS).await.unwrap();
         Fixture {
             db,
-            authorizer: Authorizer {
-                provider: Arc::new(SimulatedProvider { limit: LIMIT }),
-                breaker: Arc::new(CircuitBreaker::default()),
-                retry: RetryPolicy::default(),
+            handler: PaymentsHandler {
+                authorizer: Authorizer {
+                    provider: Arc::new(SimulatedProvider { limit: LIMIT }),
+                    breaker: Arc::new(breaker),
+                    retry: RetryPolicy::default(),
+                },
             },
             _dir: dir,
         }
     }
 
-    async fn tx(&self) -> Tx {
-        self.db
-            .begin(EventContext::request(NAME, "test"))
+    /// Hands `event` to the handler in its own transaction, committed only if it succeeds (as the
+    /// consumer does).
+    async fn try_deliver(&self, event: Event) -> Result<(), HandlerError> {
+        let envelope = Envelope::new("test", "corr-test", None, event);
+        let mut tx = self
+            .db
+            .begin(EventContext::caused_by(NAME, &envelope))
             .await
-            .unwrap()
+            .unwrap();
+        self.handler.handle(&mut tx, &envelope).await?;
+        tx.commit().await.unwrap();
+        Ok(())
+    }
+
+    async fn deliver(&self, event: Event) {
+        self.try_deliver(event).await.unwrap();
     }
 
     async fn emitted(&self) -> Vec<Event> {
@@ -65,74 +86,65 @@ impl Fixture {
             .collect()
     }
 
+    fn created_event(order_id: Uuid, total: i64, token: &str) -> Event {
+        Event::OrderCreated(OrderCreated {
+            order_id,
+            user_id: Uuid::now_v7(),
+            items: vec![OrderLine {
+                product_id: Uuid::now_v7(),
+                quantity: 1,
+                unit_price: Money::new(total, "USD"),
+            }],
+            total: Money::new(total, "USD"),
+            payment_token: token.into(),
+        })
+    }
+
+    fn reserved_event(order_id: Uuid) -> Event {
+        Event::InventoryReserved(InventoryReserved {
+            order_id,
+            items: vec![StockLine {
+                product_id: Uuid::now_v7(),
+                quantity: 1,
+            }],
+        })
+    }
+
     async fn created(&self, order_id: Uuid, total: i64, token: &str) {
-        let mut tx = self.tx().await;
-        app::order_created(
-            &mut tx,
-            &self.authorizer,
-            &OrderCreated {
-                order_id,
-                user_id: Uuid::now_v7(),
-                items: vec![OrderLine {
-                    product_id: Uuid::now_v7(),
-                    quantity: 1,
-                    unit_price: Money::new(total, "USD"),
-                }],
-                total: Money::new(total, "USD"),
-                payment_token: token.into(),
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        self.deliver(Self::created_event(order_id, total, token))
+            .await;
     }
 
     async fn reserved(&self, order_id: Uuid) {
-        let mut tx = self.tx().await;
-        app::inventory_reserved(
-            &mut tx,
-            &self.authorizer,
-            &InventoryReserved {
-                order_id,
-                items: vec![StockLine {
-                    product_id: Uuid::now_v7(),
-                    quantity: 1,
-                }],
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        self.deliver(Self::reserved_event(order_id)).await;
     }
 
     async fn cancelled(&self, order_id: Uuid) {
-        let mut tx = self.tx().await;
-        app::order_cancelled(
-            &mut tx,
-            &OrderCancelled {
-                order_id,
-                user_id: Uuid::now_v7(),
-                reason: CancellationReason::CustomerRequest,
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        self.deliver(Event::OrderCancelled(OrderCancelled {
+            order_id,
+            user_id: Uuid::now_v7(),
+            reason: CancellationReason::CustomerRequest,
+        }))
+        .await;
+    }
+
+    async fn shipped(&self, order_id: Uuid) {
+        self.deliver(Event::OrderShipped(OrderShipped {
+            order_id,
+            user_id: Uuid::now_v7(),
+            shipment_id: Uuid::now_v7(),
+            tracking_number: "EMP0000000001".into(),
+        }))
+        .await;
     }
 
     async fn dispatched(&self, order_id: Uuid) {
-        let mut tx = self.tx().await;
-        app::shipment_dispatched(
-            &mut tx,
-            &ShipmentDispatched {
-                order_id,
-                shipment_id: Uuid::now_v7(),
-                tracking_number: "EMP0000000001".into(),
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        self.deliver(Event::ShipmentDispatched(ShipmentDispatched {
+            order_id,
+            shipment_id: Uuid::now_v7(),
+            tracking_number: "EMP0000000001".into(),
+        }))
+        .await;
     }
 
     async fn status(&self, order_id: Uuid) -> Option<(String, Option<String>)> {
@@ -217,7 +229,7 @@ async fn a_cancelled_order_is_never_authorized() {
 }
 
 #[tokio::test]
-async fn cancelling_voids_an_authorization_once() {
+async fn cancelling_voids_an_authorization_once_and_a_later_shipment_captures_nothing() {
     let f = Fixture::new().await;
     let order = Uuid::now_v7();
     f.created(order, 1999, "tok_visa").await;
@@ -230,28 +242,49 @@ async fn cancelling_voids_an_authorization_once() {
         matches!(events.as_slice(), [Event::PaymentVoided(p)] if p.amount.amount == 1999),
         "{events:?}"
     );
-    // A late dispatch captures nothing that was voided.
-    f.dispatched(order).await;
+    // An OrderShipped after the OrderCancelled (orders never emits both; a replay, say) captures
+    // nothing that was voided.
+    f.shipped(order).await;
     assert!(f.emitted().await.is_empty());
     assert_eq!(f.status(order).await, Some(("VOIDED".into(), None)));
 }
 
 #[tokio::test]
-async fn a_dispatched_order_is_captured_and_stays_captured() {
+async fn a_shipped_order_is_captured_once_and_a_later_cancellation_voids_nothing() {
+    let f = Fixture::new().await;
+    let order = Uuid::now_v7();
+    f.created(order, 1999, "tok_visa").await;
+    f.reserved(order).await;
+    f.emitted().await;
+    f.shipped(order).await;
+    f.shipped(order).await;
+    f.cancelled(order).await;
+    let events = f.emitted().await;
+    assert!(
+        matches!(events.as_slice(), [Event::PaymentCaptured(p)] if p.order_id == order && p.amount.amount == 1999),
+        "{events:?}"
+    );
+    assert_eq!(f.status(order).await, Some(("CAPTURED".into(), None)));
+}
+
+#[tokio::test]
+async fn the_carriers_dispatch_alone_captures_nothing() {
+    // The parcel left, but orders had already accepted the customer's cancellation: orders emits
+    // OrderCancelled and no OrderShipped, and the payment must end voided, not captured.
     let f = Fixture::new().await;
     let order = Uuid::now_v7();
     f.created(order, 1999, "tok_visa").await;
     f.reserved(order).await;
     f.emitted().await;
     f.dispatched(order).await;
-    f.dispatched(order).await;
+    assert!(f.emitted().await.is_empty(), "no capture on dispatch");
+    assert_eq!(f.status(order).await, Some(("AUTHORIZED".into(), None)));
     f.cancelled(order).await;
-    let events = f.emitted().await;
-    assert!(
-        matches!(events.as_slice(), [Event::PaymentCaptured(_)]),
-        "{events:?}"
-    );
-    assert_eq!(f.status(order).await, Some(("CAPTURED".into(), None)));
+    assert!(matches!(
+        f.emitted().await.as_slice(),
+        [Event::PaymentVoided(_)]
+    ));
+    assert_eq!(f.status(order).await, Some(("VOIDED".into(), None)));
 }
 
 #[tokio::test]
@@ -262,10 +295,49 @@ async fn a_declined_payment_is_neither_voided_nor_captured() {
     f.reserved(order).await;
     f.emitted().await;
     f.cancelled(order).await;
-    f.dispatched(order).await;
+    f.shipped(order).await;
     assert!(f.emitted().await.is_empty());
     assert_eq!(
         f.status(order).await,
         Some(("DECLINED".into(), Some("card_declined".into())))
     );
+}
+
+#[tokio::test]
+async fn an_open_breaker_defers_a_good_order_for_redelivery_instead_of_declining_it() {
+    let f = Fixture::with_breaker(CircuitBreaker::new(BreakerSettings {
+        failure_threshold: 3,
+        cool_down: Duration::from_secs(3600),
+    }))
+    .await;
+    // One customer's failing card opens the breaker, and is declined for its own failures.
+    let failing = Uuid::now_v7();
+    f.created(failing, 100, "tok_providerError").await;
+    f.reserved(failing).await;
+    assert!(matches!(
+        f.emitted().await.as_slice(),
+        [Event::PaymentFailed(p)] if p.reason == DeclineReason::ProviderUnavailable
+    ));
+    assert_eq!(f.handler.authorizer.breaker.state(), BreakerState::Open);
+
+    // Everyone else's order is held back, not declined: an infrastructure error, which the
+    // consumer answers by pausing and redelivering (never by dead-lettering).
+    let good = Uuid::now_v7();
+    f.created(good, 1999, "tok_visa").await;
+    let refused = f.try_deliver(Fixture::reserved_event(good)).await;
+    assert!(
+        matches!(refused, Err(HandlerError::Infra(_))),
+        "{refused:?}"
+    );
+    assert!(f.emitted().await.is_empty());
+    assert_eq!(f.status(good).await, None, "nothing decided");
+
+    // Once the breaker closes, the redelivered event authorizes the order.
+    f.handler.authorizer.breaker.succeeded();
+    f.reserved(good).await;
+    assert!(matches!(
+        f.emitted().await.as_slice(),
+        [Event::PaymentAuthorized(p)] if p.order_id == good
+    ));
+    assert_eq!(f.status(good).await, Some(("AUTHORIZED".into(), None)));
 }

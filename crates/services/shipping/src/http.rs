@@ -81,15 +81,17 @@ impl From<Error> for ApiError {
     }
 }
 
-/// The shipments of an order (its owner or an admin). For a customer, another user's order is
-/// 404, as is an order shipping has not heard of (no shipment requested yet, and not cancelled).
+/// The shipments of an order (its owner or an admin). An order shipping has not heard of (no
+/// shipment requested yet, and not cancelled) has none, and says so to anyone: there is nothing to
+/// leak, and its owner would otherwise see a 404 for their own order while the saga catches up.
+/// Another user's known order is 404 for a customer.
 #[utoipa::path(get, path = "/api/shipments", tag = "shipping", params(ShipmentsQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the order's shipments (at most one)", body = [Shipment]),
+        (status = 200, description = "the order's shipments (at most one; none yet for an order not heard of)", body = [Shipment]),
         (status = 400, description = "`orderId` missing or not an id"),
         (status = 401, description = "no valid token"),
-        (status = 404, description = "no such order for this caller"),
+        (status = 404, description = "another user's order"),
     ))]
 pub async fn list_shipments(
     user: AuthUser,
@@ -102,15 +104,15 @@ pub async fn list_shipments(
         Some(text) => Uuid::parse_str(text)
             .map_err(|_| ApiError::field("orderId", "must be an order id (a UUID)"))?,
     };
-    let caller = user.id.to_string();
     let shipment = store::by_order(db.reader(), order_id).await?;
     let owner = match &shipment {
         Some(row) => Some(row.user_id.clone()),
         None => store::cancelled_owner(db.reader(), order_id).await?,
     };
-    // Admins see any order's shipments (none, for an order not heard of); a customer only their
-    // own, and anything else is 404 whether it exists or not.
-    if !(user.is_admin() || owner.is_some_and(|owner| owner == caller)) {
+    if let Some(owner) = owner
+        && !user.is_admin()
+        && owner != user.id.to_string()
+    {
         return Err(ApiError::not_found("no such order"));
     }
     Ok(Json(

@@ -16,7 +16,8 @@
 //! `UPDATE` on the status it starts from, in the transaction that emits its event, so the
 //! dispatcher and the admin endpoints never both dispatch one shipment.
 //!
-//! Serves `GET /api/shipments?orderId=` (the order's owner or an admin),
+//! Serves `GET /api/shipments?orderId=` (the order's owner or an admin; `[]` for an order shipping
+//! has not heard of),
 //! `POST /api/shipments/{id}/dispatch` and `POST /api/shipments/{id}/deliver` (admin).
 
 pub mod app;

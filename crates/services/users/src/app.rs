@@ -148,37 +148,43 @@ impl Users {
         password: &str,
     ) -> Result<Session, ApiError> {
         let key = domain::email_key(email);
-        if !emporium_platform::api::is_email(&key) {
+        if !domain::is_address(&key) {
             // No account can have it, so there is nothing to protect or count (and nothing
             // arbitrary is stored); the answer still costs a password check.
             secrets::verify_password(password.to_owned(), None).await?;
             return Err(invalid_credentials());
         }
         let now = now_ms();
-        let (failures, found) = {
-            let mut conn = self.db.reader().acquire().await?;
-            let failures =
-                store::login_failures(&mut conn, &key, self.throttle.window_start(now)).await?;
-            (failures, store::user_by_email_key(&mut conn, &key).await?)
+        let window_start = self.throttle.window_start(now);
+        // The attempt is counted before its password is checked, in one transaction that queues
+        // behind any other attempt on this address: however many arrive at once, no more than the
+        // limit get as far as the check. The transaction is kept short (the hash is checked after
+        // it commits), since SQLite has a single writer.
+        let found = {
+            let mut tx = self.db.begin(Self::context(correlation_id)).await?;
+            store::lock_login_attempts(tx.conn(), &key, now).await?;
+            let earlier = store::login_failures(tx.conn(), &key, window_start).await?;
+            if let Err(wait) = self.throttle.check(&earlier, now) {
+                // Dropping the transaction rolls it back: a refused attempt is not counted, so
+                // the lock-out ends on time however often it is knocked on.
+                return Err(ApiError::rate_limited(wait));
+            }
+            store::record_login_attempt(tx.conn(), &key, now, window_start).await?;
+            let found = store::user_by_email_key(tx.conn(), &key).await?;
+            tx.commit().await?;
+            found
         };
-        if let Err(wait) = self.throttle.check(&failures, now) {
-            return Err(ApiError::rate_limited(wait));
-        }
         let matches = secrets::verify_password(
             password.to_owned(),
             found.as_ref().map(|u| u.password_hash.clone()),
         )
         .await?;
-        let mut tx = self.db.begin(Self::context(correlation_id)).await?;
+        // A failure is already recorded: the attempt stands.
         let user = match found {
             Some(user) if matches => user,
-            _ => {
-                store::record_login_failure(tx.conn(), &key, now, self.throttle.window_start(now))
-                    .await?;
-                tx.commit().await?;
-                return Err(invalid_credentials());
-            }
+            _ => return Err(invalid_credentials()),
         };
+        let mut tx = self.db.begin(Self::context(correlation_id)).await?;
         store::clear_login_failures(tx.conn(), &key).await?;
         store::forget_expired_refresh_tokens(tx.conn(), user.id, now).await?;
         let refresh = secrets::new_refresh_token()?;

@@ -19,6 +19,17 @@ pub fn email_key(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// Does `text` hold a control character (Unicode `Cc`: C0, DEL, C1)? None belongs in a name, an
+/// address or a phone number, and PostgreSQL refuses NUL in `TEXT` outright.
+pub fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+/// An email address an account can have: [`is_email`], and no control characters.
+pub fn is_address(text: &str) -> bool {
+    is_email(text) && !has_control(text)
+}
+
 /// A registration that passed the checks: trimmed email and name, the password as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
@@ -32,7 +43,7 @@ pub fn registration(email: &str, password: &str, name: &str) -> Result<Registrat
     let email = email.trim();
     let name = name.trim();
     let mut checks = Checks::new();
-    checks.check(is_email(email), "email", "must be an email address");
+    checks.check(is_address(email), "email", "must be an email address");
     check_password(&mut checks, password);
     check_name(&mut checks, name);
     checks.finish()?;
@@ -64,10 +75,16 @@ fn check_name(checks: &mut Checks, name: &str) {
         "name",
         format!("must be 1 to {NAME_MAX} characters"),
     );
+    checks.check(
+        !has_control(name),
+        "name",
+        "must not contain control characters",
+    );
 }
 
 /// A plausible phone number: digits with optional `+` in front and spaces, dashes, dots or
-/// parentheses between, 6 to 15 digits (E.164 allows at most 15).
+/// parentheses between, 6 to 15 digits (E.164 allows at most 15). Nothing else, so no control
+/// characters either.
 pub fn is_phone(text: &str) -> bool {
     let digits = text.chars().filter(char::is_ascii_digit).count();
     let body = text.strip_prefix('+').unwrap_or(text);
@@ -309,6 +326,42 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_are_refused_in_names_and_addresses() {
+        for name in [
+            "Ada\0",
+            "Ada\nLovelace",
+            "\u{1b}[31mAda",
+            "Ada\u{7f}",
+            "Ada\u{85}Lovelace",
+        ] {
+            assert_eq!(
+                fields(registration("a@b.co", "12345678", name).unwrap_err()),
+                ["name"],
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            fields(registration("a\0@b.co", "12345678", "Ada").unwrap_err()),
+            ["email"]
+        );
+        assert!(!is_address("a@b.co\u{7}"));
+        // Only the name's ends are trimmed; what is left must be clean.
+        assert_eq!(
+            registration("a@b.co", "12345678", "\tAda\n").unwrap().name,
+            "Ada"
+        );
+        let patch = ProfilePatch {
+            name: Change::Set("Ada\0".into()),
+            phone: Change::Set("123456\0".into()),
+            ..ProfilePatch::default()
+        };
+        assert_eq!(
+            fields(profile().patched(&patch).unwrap_err()),
+            ["name", "phone"]
+        );
+    }
+
+    #[test]
     fn phone_numbers_are_checked() {
         for good in [
             "+44 20 7946 0000",
@@ -429,7 +482,7 @@ mod tests {
     fn given_more_failures_than_the_limit_when_logging_in_then_enough_must_expire() {
         let throttle = LoginThrottle::default();
         let now = 10_000_000;
-        // Seven failures (concurrent attempts can overshoot): three must leave the window.
+        // Seven failures (recorded under a higher limit, say): three must leave the window.
         let failures = [
             now - 70_000,
             now - 60_000,

@@ -2,7 +2,9 @@
 //!
 //! It owns the `users` database: accounts (Argon2id password hashes that never leave this crate),
 //! single-use refresh tokens (stored hashed) and recent login failures (the rate limit survives
-//! restarts and is shared by every instance).
+//! restarts and is shared by every instance). A login attempt is counted before its password is
+//! checked, queued behind the other attempts on the same address, so parallel guesses cannot
+//! slip past the limit; a success removes it and the failures before it.
 //!
 //! - REST: `POST /api/auth/register|login|refresh`, `GET|PATCH /api/users/me`, `GET /api/users`
 //!   (admin), `GET /api/users/{id}` (admin or self).

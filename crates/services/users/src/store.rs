@@ -56,6 +56,15 @@ pub const MIGRATIONS: &[Migration] = &[
         "login_failures_by_email",
         "CREATE INDEX login_failures_by_email ON login_failures (email_key, failed_at)",
     ),
+    // One row per address being guessed at, taken (upserted) first by every login attempt: it
+    // queues concurrent attempts on one address, so that each counts the attempts before it.
+    Migration::portable(
+        105,
+        "login_locks",
+        "CREATE TABLE login_locks (
+            email_key    TEXT   PRIMARY KEY,
+            attempted_at BIGINT NOT NULL)",
+    ),
 ];
 
 /// A user as stored, password hash included: it never leaves this crate's application layer.
@@ -336,7 +345,28 @@ pub async fn forget_expired_refresh_tokens(
 
 // ------------------------------------------------------------------ login failures
 
-/// When the recent failures for this address happened (epoch ms, ascending), since `since`.
+/// Takes the address's login lock for the rest of the transaction. SQLite has one writer, so
+/// its write transactions are queued anyway; PostgreSQL holds the upserted row locked until
+/// commit, so concurrent attempts on one address queue here too (and others do not wait).
+pub async fn lock_login_attempts(
+    conn: &mut AnyConnection,
+    email_key: &str,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO login_locks (email_key, attempted_at) VALUES ($1, $2)
+         ON CONFLICT (email_key) DO UPDATE SET attempted_at = excluded.attempted_at",
+    )
+    .bind(email_key)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// When the attempts for this address that did not succeed happened (epoch ms, ascending), since
+/// `since`. Attempts still being checked count too: each is recorded before its password is
+/// checked, and only a success removes it.
 pub async fn login_failures(
     conn: &mut AnyConnection,
     email_key: &str,
@@ -352,8 +382,9 @@ pub async fn login_failures(
     .await?)
 }
 
-/// Records a failure, and forgets this address's failures that have left the window.
-pub async fn record_login_failure(
+/// Records an attempt as failed until it proves otherwise, and forgets this address's failures
+/// that have left the window.
+pub async fn record_login_attempt(
     conn: &mut AnyConnection,
     email_key: &str,
     now_ms: i64,
@@ -373,12 +404,16 @@ pub async fn record_login_failure(
     Ok(())
 }
 
-/// A successful login clears the count.
+/// A successful login clears the count (its own attempt included) and the address's lock row.
 pub async fn clear_login_failures(
     conn: &mut AnyConnection,
     email_key: &str,
 ) -> Result<(), StorageError> {
     sqlx::query("DELETE FROM login_failures WHERE email_key = $1")
+        .bind(email_key)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM login_locks WHERE email_key = $1")
         .bind(email_key)
         .execute(conn)
         .await?;

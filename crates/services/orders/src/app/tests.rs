@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use emporium_events::{
-    Envelope, Event, InventoryReserved, Money, PaymentAuthorized, ProductCreated, ProductDeleted,
-    ProductUpdated, Role, ShipmentCreated, ShipmentDelivered, StockLine,
+    CancellationReason, Envelope, Event, InventoryRejected, InventoryReserved, Money,
+    PaymentAuthorized, ProductCreated, ProductDeleted, ProductUpdated, Role, ShipmentCreated,
+    ShipmentDelivered, ShipmentDispatched, StockLine,
 };
 use emporium_platform::{
     api::PageRequest,
@@ -561,4 +562,110 @@ async fn listings_page_newest_first_within_the_callers_scope() {
         .await
         .unwrap();
     assert_eq!(ids(&hers), [graces.to_string()]);
+}
+
+fn rejected(order_id: Uuid, product_id: Uuid) -> Event {
+    Event::InventoryRejected(InventoryRejected {
+        order_id,
+        product_id,
+        requested: 1,
+        available: 0,
+    })
+}
+
+#[tokio::test]
+async fn a_product_deleted_before_its_reservation_cancels_with_product_unavailable() {
+    let (_dir, db) = database().await;
+    let lamp = product(&db, "Lamp", 2500).await;
+    let mug = product(&db, "Mug", 800).await;
+    let ada = customer();
+    let gone = place_for(&db, &ada, &[(mug, 1), (lamp, 1)]).await;
+    let short = place_for(&db, &ada, &[(mug, 1)]).await;
+    // The lamp is deleted after the order was placed; inventory rejects the order naming it.
+    deliver(
+        &db,
+        Event::ProductDeleted(ProductDeleted { product_id: lamp }),
+    )
+    .await;
+    deliver(&db, rejected(gone, lamp)).await;
+    let order = get(&db, &ada, gone).await.unwrap();
+    assert_eq!(order.status, "CANCELLED");
+    assert_eq!(
+        order.cancellation_reason.as_deref(),
+        Some("PRODUCT_UNAVAILABLE")
+    );
+    // A product that is still for sale was simply out of stock.
+    deliver(&db, rejected(short, mug)).await;
+    let order = get(&db, &ada, short).await.unwrap();
+    assert_eq!(order.cancellation_reason.as_deref(), Some("OUT_OF_STOCK"));
+
+    let reasons: Vec<_> = outbox(&db)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::OrderCancelled(c) => Some((c.order_id, c.reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (gone, CancellationReason::ProductUnavailable),
+            (short, CancellationReason::OutOfStock)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_order() {
+    let (_dir, db) = database().await;
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let order = place_for(&db, &ada, &[(lamp, 1)]).await;
+    deliver(
+        &db,
+        Event::PaymentAuthorized(PaymentAuthorized {
+            order_id: order,
+            payment_id: Uuid::now_v7(),
+            amount: Money::new(2500, "USD"),
+        }),
+    )
+    .await;
+    let shipment_id = Uuid::now_v7();
+    deliver(
+        &db,
+        Event::ShipmentCreated(ShipmentCreated {
+            order_id: order,
+            shipment_id,
+            tracking_number: "TRK-1".into(),
+            carrier: "sim".into(),
+        }),
+    )
+    .await;
+    // The customer's cancellation is accepted while the carrier's dispatch is on its way.
+    cancel(&db, &ada, order, "c").await.unwrap();
+    deliver(
+        &db,
+        Event::ShipmentDispatched(ShipmentDispatched {
+            order_id: order,
+            shipment_id,
+            tracking_number: "TRK-1".into(),
+        }),
+    )
+    .await;
+    let seen = get(&db, &ada, order).await.unwrap();
+    assert_eq!(
+        (seen.status.as_str(), seen.cancellation_reason.as_deref()),
+        ("CANCELLED", Some("CUSTOMER_REQUEST"))
+    );
+    // The parcel is shown as it is: dispatched (to be recalled).
+    assert_eq!(seen.shipment.unwrap().status, "DISPATCHED");
+    // Exactly one of OrderCancelled and OrderShipped: payments and inventory void and release.
+    let decided: Vec<&str> = outbox(&db)
+        .await
+        .iter()
+        .map(Event::event_type)
+        .filter(|t| matches!(*t, "OrderCancelled" | "OrderShipped"))
+        .collect();
+    assert_eq!(decided, ["OrderCancelled"]);
 }
