@@ -194,6 +194,36 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A field of a PATCH body: left alone (absent), cleared (`null`) or set. Deserialize the field as
+/// an `Option<Option<T>>` that tells absent from `null`, then [`Change::from_field`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Change<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<T> Change<T> {
+    /// From serde's view of a field: absent (`None`), `null` (`Some(None)`) or a value.
+    pub fn from_field(field: Option<Option<T>>) -> Self {
+        match field {
+            None => Change::Keep,
+            Some(None) => Change::Clear,
+            Some(Some(value)) => Change::Set(value),
+        }
+    }
+
+    /// The same change with the value mapped.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Change<U> {
+        match self {
+            Change::Keep => Change::Keep,
+            Change::Clear => Change::Clear,
+            Change::Set(value) => Change::Set(f(value)),
+        }
+    }
+}
+
 /// A JSON body. Wrong content type → 415; too large → 413; malformed JSON, wrong types or missing
 /// fields → 400 `VALIDATION_ERROR` naming the field (`items[0].quantity`).
 pub struct ApiJson<T>(pub T);

@@ -24,25 +24,7 @@ pub struct ProductFields {
     pub price: Money,
 }
 
-/// A field of an edit: left alone, cleared (`null`) or set.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Change<T> {
-    #[default]
-    Keep,
-    Clear,
-    Set(T),
-}
-
-impl<T> Change<T> {
-    /// From serde's view of a field: absent (`None`), `null` (`Some(None)`) or a value.
-    pub fn from_field(field: Option<Option<T>>) -> Self {
-        match field {
-            None => Change::Keep,
-            Some(None) => Change::Clear,
-            Some(Some(value)) => Change::Set(value),
-        }
-    }
-}
+pub use emporium_platform::api::Change;
 
 /// `PATCH /api/products/{id}`, as parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

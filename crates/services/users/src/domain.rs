@@ -103,25 +103,7 @@ pub struct Profile {
     pub preferences: Preferences,
 }
 
-/// A field of a patch: left alone, cleared (`null`) or set.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Change<T> {
-    #[default]
-    Keep,
-    Clear,
-    Set(T),
-}
-
-impl<T> Change<T> {
-    /// From serde's view of a field: absent (`None`), `null` (`Some(None)`) or a value.
-    pub fn from_field(field: Option<Option<T>>) -> Self {
-        match field {
-            None => Change::Keep,
-            Some(None) => Change::Clear,
-            Some(Some(value)) => Change::Set(value),
-        }
-    }
-}
+pub use emporium_platform::api::Change;
 
 /// Preference flags to change; the others keep their current value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -169,21 +169,11 @@ impl UpdateMeRequest {
         ProfilePatch {
             name: Change::from_field(self.name),
             phone: Change::from_field(self.phone),
-            preferences: Change::from_field(self.preferences).map_set(|p| PreferencesPatch {
+            preferences: Change::from_field(self.preferences).map(|p| PreferencesPatch {
                 order_updates: p.order_updates,
                 promotions: p.promotions,
                 recommendations: p.recommendations,
             }),
-        }
-    }
-}
-
-impl<T> Change<T> {
-    fn map_set<U>(self, f: impl FnOnce(T) -> U) -> Change<U> {
-        match self {
-            Change::Keep => Change::Keep,
-            Change::Clear => Change::Clear,
-            Change::Set(value) => Change::Set(f(value)),
         }
     }
 }
