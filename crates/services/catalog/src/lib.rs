@@ -23,10 +23,7 @@ use emporium_platform::{
     service::{Service, ServiceContext, Workers},
     storage::Migration,
 };
-use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
-};
+use utoipa::OpenApi;
 
 pub const NAME: &str = "catalog";
 
@@ -62,29 +59,9 @@ impl Service for CatalogService {
         http::CreateProductRequest,
         http::UpdateProductRequest
     )),
-    modifiers(&BearerAuth),
     tags((name = "catalog", description = "Products for sale"))
 )]
 struct ApiDoc;
-
-/// Declares the `bearer` security scheme the paths refer to.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .bearer_format("JWT")
-                        .build(),
-                ),
-            );
-        }
-    }
-}
 
 /// The OpenAPI description of the catalog's paths.
 pub fn openapi() -> utoipa::openapi::OpenApi {

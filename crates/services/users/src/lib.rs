@@ -27,10 +27,7 @@ use emporium_platform::{
     service::{Service, ServiceContext, Workers},
     storage::Migration,
 };
-use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
-};
+use utoipa::OpenApi;
 
 pub const NAME: &str = "users";
 
@@ -84,29 +81,9 @@ impl Service for UsersService {
         http::PreferencesUpdate,
         http::UserPage
     )),
-    modifiers(&BearerAuth),
     tags((name = "users", description = "Accounts, sign-in and tokens"))
 )]
 struct ApiDoc;
-
-/// Declares the `bearer` security scheme the paths refer to.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .bearer_format("JWT")
-                        .build(),
-                ),
-            );
-        }
-    }
-}
 
 /// The OpenAPI description of the users service's paths.
 pub fn openapi() -> utoipa::openapi::OpenApi {
