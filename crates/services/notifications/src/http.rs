@@ -4,14 +4,13 @@ use std::collections::HashMap;
 
 use axum::{
     Json, Router,
-    body::Bytes,
     extract::{FromRequest, Path, Query, Request, State, rejection::QueryRejection},
     http::{StatusCode, header},
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use emporium_platform::{
-    api::{ApiError, ApiJson, Page, PageRequest},
+    api::{self, ApiError, ApiJson, Page, PageRequest},
     auth::{Admin, AuthUser},
     telemetry::CorrelationId,
 };
@@ -153,19 +152,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> FromRequest<S> fo
             return Ok(OptionalJson(value));
         }
         // No content type: acceptable only with no body at all.
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "PAYLOAD_TOO_LARGE",
-                        "the request body is too large",
-                    )
-                } else {
-                    ApiError::field("body", "the body could not be read")
-                }
-            })?;
+        let bytes = api::read_body(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             Ok(OptionalJson(T::default()))
         } else {
