@@ -11,7 +11,7 @@
 //! several members comes here from the partitions).
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     path::Path,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -83,7 +83,13 @@ struct Inner {
     flushing: tokio::sync::Mutex<()>,
     /// Partitions whose in-memory end may be wrong (see `ResyncOnDrop`).
     stale: Mutex<Vec<(String, u32)>>,
+    /// The last records appended to each partition, so that consumers keeping up are served from
+    /// memory instead of reading back what was just written. Always a contiguous run of offsets.
+    tails: Mutex<HashMap<(String, u32), VecDeque<Delivery>>>,
 }
+
+/// Records kept in memory per partition for consumers that keep up.
+const TAIL: usize = 256;
 
 /// Rows per INSERT statement, largest first.
 const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
@@ -206,6 +212,7 @@ impl SqliteEventLog {
                 staged: Mutex::new(HashMap::new()),
                 flushing: tokio::sync::Mutex::new(()),
                 stale: Mutex::new(Vec::new()),
+                tails: Mutex::new(HashMap::new()),
             }),
         };
         let flusher = Arc::downgrade(&log.inner);
@@ -299,6 +306,9 @@ impl Inner {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Delivery>, BusError> {
+        if let Some(fresh) = self.read_tail(topic, partition, from, limit) {
+            return Ok(fresh);
+        }
         let rows = sqlx::query(
             "SELECT offset, key, payload, headers, appended_at FROM records
              WHERE topic = $1 AND partition = $2 AND offset >= $3
@@ -355,6 +365,51 @@ impl Inner {
         Ok(self
             .staged_offset(group, topic, partition)
             .map_or(next as u64, |staged| staged.max(next as u64)))
+    }
+
+    /// The records from `from` on, if the in-memory tail holds `from`.
+    fn read_tail(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Option<Vec<Delivery>> {
+        let tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        let tail = tails.get(&(topic.to_owned(), partition))?;
+        let first = tail.front()?.offset;
+        let end = tail.back()?.offset + 1;
+        if from < first || from >= end {
+            return None;
+        }
+        Some(
+            tail.iter()
+                .skip((from - first) as usize)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Remembers committed records at the end of their partition's tail.
+    fn push_tail(&self, committed: Vec<Delivery>) {
+        let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        for delivery in committed {
+            let tail = tails
+                .entry((delivery.record.topic.clone(), delivery.partition))
+                .or_default();
+            // A gap (an interrupted append committed rows it never remembered): start afresh.
+            if tail
+                .back()
+                .is_some_and(|last| last.offset + 1 != delivery.offset)
+            {
+                tail.clear();
+            }
+            if tail.len() == TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(delivery);
+        }
     }
 
     /// Re-reads the end of every stale partition from the file. Call with the append lock held.
@@ -553,6 +608,18 @@ impl EventBus for SqliteEventLog {
             rest = later;
         }
         tx.commit().await.map_err(unavailable)?;
+        let appended_at = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_default();
+        self.inner.push_tail(
+            placed
+                .iter()
+                .map(|(record, partition, offset, _)| Delivery {
+                    partition: *partition,
+                    offset: *offset,
+                    appended_at,
+                    record: (*record).clone(),
+                })
+                .collect(),
+        );
         let topics = self.inner.lock_topics();
         for ((topic, partition), end) in ends {
             if let Some(end_tx) = topics.get(topic).and_then(|p| p.get(partition as usize)) {

@@ -147,3 +147,29 @@ async fn an_interrupted_append_does_not_wedge_its_partition() {
     );
     assert_eq!(read.last().unwrap().record.payload, b"1000");
 }
+
+/// Consumers that keep up are served from memory: what they get must be exactly what the file holds.
+#[tokio::test]
+async fn reads_served_from_memory_match_the_file() {
+    let embedded = Embedded::new();
+    let log = SqliteEventLog::open(&embedded.path, 1).await.unwrap();
+    for chunk in 0..30 {
+        let records: Vec<_> = (0..10)
+            .map(|i| emporium_platform::bus::Record {
+                topic: "t".into(),
+                key: "k".into(),
+                payload: format!("{chunk}-{i}").into_bytes(),
+                headers: [("n".to_owned(), format!("{chunk}"))].into(),
+            })
+            .collect();
+        log.publish(&records).await.unwrap();
+    }
+    let from_file = SqliteEventLog::open(&embedded.path, 1).await.unwrap();
+    for (from, limit) in [(0, 500), (40, 10), (100, 300), (250, 7), (299, 5), (300, 5)] {
+        assert_eq!(
+            log.read("t", 0, from, limit).await.unwrap(),
+            from_file.read("t", 0, from, limit).await.unwrap(),
+            "from {from}, limit {limit}"
+        );
+    }
+}
