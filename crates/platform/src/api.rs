@@ -366,6 +366,23 @@ pub fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(text).map_err(|_| ApiError::not_found(format!("no such {what}")))
 }
 
+/// A query string serde could not read (a parameter malformed or given twice): 400 naming it.
+pub fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    let text = rejection.body_text();
+    let field = text.split('`').nth(1).unwrap_or("query").to_owned();
+    ApiError::field(field, "is malformed or given more than once")
+}
+
+/// A required id in a query parameter (`?orderId=`): 400 naming `field` when absent or not a UUID
+/// (unlike a path id, which is a resource that does not exist: [`parse_id`]).
+pub fn required_id(text: Option<&str>, field: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Err(ApiError::field(field, "is required")),
+        Some(text) => uuid::Uuid::parse_str(text)
+            .map_err(|_| ApiError::field(field, format!("must be {what} id (a UUID)"))),
+    }
+}
+
 /// `?limit=&cursor=`, checked: limit 1–100 (default 20); the cursor is opaque to clients.
 #[derive(Debug, Clone)]
 pub struct PageRequest {

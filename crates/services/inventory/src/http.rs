@@ -7,7 +7,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use emporium_platform::{
-    api::{ApiError, ApiJson, Checks, Page, PageRequest, parse_id},
+    api::{self, ApiError, ApiJson, Checks, Page, PageRequest, parse_id},
     auth::Admin,
     storage::Db,
     telemetry::CorrelationId,
@@ -162,7 +162,7 @@ pub async fn list_stock(
     State(db): State<Db>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<InventoryPage>, ApiError> {
-    let Query(params) = params.map_err(query_error)?;
+    let Query(params) = params.map_err(api::query_error)?;
     let page = PageRequest::parse(params.limit.as_deref(), params.cursor.as_deref())?;
     let rows = store::list(db.reader(), page.after.as_deref(), page.fetch()).await?;
     let total_available = store::total_available(db.reader()).await?;
@@ -217,13 +217,6 @@ pub async fn adjust_stock(
     checks.finish()?;
     let row = app::adjust(&db, &correlation.0, product_id, body.delta, reason).await?;
     Ok(Json(levels(&row)?))
-}
-
-/// A query string serde could not read (a parameter given twice, say): 400 naming it.
-fn query_error(rejection: QueryRejection) -> ApiError {
-    let text = rejection.body_text();
-    let field = text.split('`').nth(1).unwrap_or("query").to_owned();
-    ApiError::field(field, "is malformed or given more than once")
 }
 
 #[derive(utoipa::OpenApi)]

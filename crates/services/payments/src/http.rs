@@ -7,7 +7,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use emporium_platform::{
-    api::ApiError,
+    api::{self, ApiError},
     auth::AuthUser,
     storage::{Db, StorageError},
 };
@@ -83,8 +83,8 @@ pub async fn list_payments(
     State(db): State<Db>,
     query: Result<Query<PaymentsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Payment>>, ApiError> {
-    let Query(query) = query.map_err(query_error)?;
-    let order_id = parse_order_id(query.order_id.as_deref())?;
+    let Query(query) = query.map_err(api::query_error)?;
+    let order_id = api::required_id(query.order_id.as_deref(), "orderId", "an order")?;
     // The owner is known from `OrderCreated` (or `OrderCancelled`), before any payment exists.
     let owner = store::order(db.reader(), order_id)
         .await?
@@ -101,21 +101,6 @@ pub async fn list_payments(
         None => Vec::new(),
     };
     Ok(Json(payments))
-}
-
-fn parse_order_id(text: Option<&str>) -> Result<Uuid, ApiError> {
-    match text.map(str::trim).filter(|t| !t.is_empty()) {
-        None => Err(ApiError::field("orderId", "is required")),
-        Some(text) => Uuid::parse_str(text)
-            .map_err(|_| ApiError::field("orderId", "must be an order id (a UUID)")),
-    }
-}
-
-/// A query string serde could not read (a parameter given twice, say): 400 naming it.
-fn query_error(rejection: QueryRejection) -> ApiError {
-    let text = rejection.body_text();
-    let field = text.split('`').nth(1).unwrap_or("query").to_owned();
-    ApiError::field(field, "is malformed or given more than once")
 }
 
 #[derive(utoipa::OpenApi)]

@@ -7,7 +7,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use emporium_platform::{
-    api::{ApiError, parse_id},
+    api::{self, ApiError, parse_id},
     auth::{Admin, AuthUser},
     storage::{Db, StorageError},
     telemetry::CorrelationId,
@@ -98,12 +98,8 @@ pub async fn list_shipments(
     State(db): State<Db>,
     query: Result<Query<ShipmentsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Shipment>>, ApiError> {
-    let Query(query) = query.map_err(query_error)?;
-    let order_id = match query.order_id.as_deref().map(str::trim) {
-        None | Some("") => return Err(ApiError::field("orderId", "is required")),
-        Some(text) => Uuid::parse_str(text)
-            .map_err(|_| ApiError::field("orderId", "must be an order id (a UUID)"))?,
-    };
+    let Query(query) = query.map_err(api::query_error)?;
+    let order_id = api::required_id(query.order_id.as_deref(), "orderId", "an order")?;
     let shipment = store::by_order(db.reader(), order_id).await?;
     let owner = match &shipment {
         Some(row) => Some(row.user_id.clone()),
@@ -162,13 +158,6 @@ pub async fn deliver_shipment(
     let id = parse_id(&id, "shipment")?;
     let row = app::admin_deliver(&db, &correlation.0, id).await?;
     Ok(Json(view(&row)?))
-}
-
-/// A query string serde could not read (a parameter given twice, say): 400 naming it.
-fn query_error(rejection: QueryRejection) -> ApiError {
-    let text = rejection.body_text();
-    let field = text.split('`').nth(1).unwrap_or("query").to_owned();
-    ApiError::field(field, "is malformed or given more than once")
 }
 
 #[derive(utoipa::OpenApi)]
