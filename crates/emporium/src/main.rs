@@ -1,6 +1,7 @@
 //! `emporium`: the one binary. `up` (the default) runs the whole platform in one process.
 
 mod bench;
+mod dashboard;
 mod load;
 mod openapi;
 mod operations;

@@ -6,14 +6,18 @@
 //! embedded log and on Kafka, where the log itself cannot be queried by aggregate.
 //!
 //! Consumes: every topic except `shipping-requests` (personal data). Emits: nothing.
+//!
+//! `/api/events/stream` serves the live feed as Server-Sent Events, with a `stats` event every second,
+//! for the dashboard (`crate::dashboard`).
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
     http::StatusCode,
+    response::sse::{self, KeepAlive, Sse},
     routing::{get, post},
 };
 use emporium_events::{Envelope, Event, Topic};
@@ -28,8 +32,10 @@ use emporium_platform::{
     service::{Service, ServiceContext, Workers},
     storage::{Db, Migration, Tx},
 };
+use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use tokio::sync::{broadcast, watch};
 
 pub const NAME: &str = "operations";
 
@@ -63,6 +69,35 @@ const MIGRATIONS: &[Migration] = &[
 
 pub struct OperationsService {
     pub dead_letters: DeadLetterStore,
+    pub live: LiveFeed,
+}
+
+/// The live event flow, for the dashboard's stream and GraphQL subscriptions: every event the index
+/// sees, as it sees it. A view, not a log: a subscriber that falls behind loses the oldest events
+/// (and is told so by `RecvError::Lagged`), and an event whose batch is retried may be seen twice.
+/// The log itself is `/api/admin/events`.
+#[derive(Clone)]
+pub struct LiveFeed(tokio::sync::broadcast::Sender<Arc<Envelope>>);
+
+impl LiveFeed {
+    pub fn new() -> LiveFeed {
+        LiveFeed(tokio::sync::broadcast::channel(1024).0)
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Envelope>> {
+        self.0.subscribe()
+    }
+
+    fn publish(&self, event: &Envelope) {
+        // No subscriber is not an error: nobody is watching.
+        let _ = self.0.send(Arc::new(event.clone()));
+    }
+}
+
+impl Default for LiveFeed {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Clone)]
@@ -70,6 +105,9 @@ struct AppState {
     db: Db,
     bus: Arc<dyn EventBus>,
     dead_letters: DeadLetterStore,
+    live: LiveFeed,
+    /// Turns true when the platform stops: open streams end then, so they never hold shutdown.
+    stop: watch::Receiver<bool>,
 }
 
 #[async_trait]
@@ -86,6 +124,7 @@ impl Service for OperationsService {
         Router::new()
             .route("/api/admin/events", get(list_events))
             .route("/api/admin/stats", get(stats))
+            .route("/api/events/stream", get(event_stream))
             .route("/api/admin/dlq", get(list_dead_letters))
             .route("/api/admin/dlq/{id}/replay", post(replay_dead_letter))
             .route(
@@ -96,6 +135,8 @@ impl Service for OperationsService {
                 db: ctx.db.clone(),
                 bus: ctx.bus.clone(),
                 dead_letters: self.dead_letters.clone(),
+                live: self.live.clone(),
+                stop: ctx.stop.clone(),
             })
     }
 
@@ -106,14 +147,24 @@ impl Service for OperationsService {
             .copied()
             .filter(|t| *t != Topic::ShippingRequest)
             .collect();
-        workers.consume(ctx, &topics, EventIndex).await?;
+        workers
+            .consume(
+                ctx,
+                &topics,
+                EventIndex {
+                    live: self.live.clone(),
+                },
+            )
+            .await?;
         workers.keep(self.dead_letters.collect(&[]).await?);
         Ok(())
     }
 }
 
-/// Indexes every event and follows each order's status.
-struct EventIndex;
+/// Indexes every event, follows each order's status, and shows each event on the live feed.
+struct EventIndex {
+    live: LiveFeed,
+}
 
 #[async_trait]
 impl EventHandler for EventIndex {
@@ -153,6 +204,7 @@ impl EventHandler for EventIndex {
             .execute(tx.conn())
             .await?;
         }
+        self.live.publish(event);
         Ok(())
     }
 }
@@ -160,7 +212,7 @@ impl EventHandler for EventIndex {
 /// The operations endpoints, for the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list_events, stats, list_dead_letters, replay_dead_letter, delete_dead_letter),
+    paths(list_events, stats, event_stream, list_dead_letters, replay_dead_letter, delete_dead_letter),
     components(schemas(Stats, GroupLag, DeadLetterView)),
     tags((name = "operations", description = "Events as stored, platform statistics, dead letters (admin)"))
 )]
@@ -273,6 +325,10 @@ struct Stats {
 #[utoipa::path(get, path = "/api/admin/stats", tag = "operations",
     responses((status = 200, body = Stats), (status = 401), (status = 403)), security(("bearer" = [])))]
 async fn stats(_: Admin, State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    current_stats(&state).await.map(Json)
+}
+
+async fn current_stats(state: &AppState) -> Result<Stats, ApiError> {
     let mut orders_by_status = serde_json::Map::new();
     for status in ["PENDING", "CONFIRMED", "SHIPPED", "DELIVERED", "CANCELLED"] {
         orders_by_status.insert(status.to_owned(), 0.into());
@@ -299,7 +355,7 @@ async fn stats(_: Admin, State(state): State<AppState>) -> Result<Json<Stats>, A
     {
         *per_group.entry(lag.group.clone()).or_default() += lag.lag();
     }
-    Ok(Json(Stats {
+    Ok(Stats {
         orders_by_status,
         events_per_second: recent as f64 / 60.0,
         consumer_lag: per_group
@@ -307,7 +363,112 @@ async fn stats(_: Admin, State(state): State<AppState>) -> Result<Json<Stats>, A
             .map(|(group, lag)| GroupLag { group, lag })
             .collect(),
         dead_letters: state.dead_letters.pending().await?,
-    }))
+    })
+}
+
+/// How often the stream sends a `stats` event.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// `GET /api/events/stream` (admin): the live event flow as Server-Sent Events. Each event seen by the
+/// operations index is one SSE event named after its type (`event: OrderCreated`, `data:` the
+/// envelope); `event: stats` carries the `/api/admin/stats` document every second; `event: lagged`
+/// (`{"missed": n}`) tells a reader too slow for the flow how many events it lost. Comments keep idle
+/// connections open. The stream ends when the platform stops.
+#[utoipa::path(get, path = "/api/events/stream", tag = "operations",
+    responses((status = 200, description = "Server-Sent Events: one per event (named after its type, data the envelope), `stats` every second, `lagged` with the number of missed events",
+               content_type = "text/event-stream", body = String),
+              (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+async fn event_stream(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
+    let events = futures_util::stream::unfold(LiveStream::new(state), |mut stream| async move {
+        loop {
+            match stream.next().await?.into_sse() {
+                Ok(event) => return Some((Ok(event), stream)),
+                Err(e) => tracing::warn!(error = %e, "cannot encode an event for the stream"),
+            }
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// What the live stream sends.
+#[derive(Debug)]
+enum LiveItem {
+    Event(Arc<Envelope>),
+    Stats(Stats),
+    /// This reader fell this many events behind the feed; they are gone from the stream (not from
+    /// the log).
+    Lagged(u64),
+}
+
+impl LiveItem {
+    fn into_sse(self) -> Result<sse::Event, axum::Error> {
+        match self {
+            LiveItem::Event(envelope) => sse::Event::default()
+                .event(envelope.event.event_type())
+                .json_data(envelope.as_ref()),
+            LiveItem::Stats(stats) => sse::Event::default().event("stats").json_data(stats),
+            LiveItem::Lagged(missed) => sse::Event::default()
+                .event("lagged")
+                .json_data(serde_json::json!({ "missed": missed })),
+        }
+    }
+}
+
+/// One reader's position in the live feed, with its stats clock.
+struct LiveStream {
+    state: AppState,
+    feed: broadcast::Receiver<Arc<Envelope>>,
+    stop: watch::Receiver<bool>,
+    ticks: tokio::time::Interval,
+}
+
+impl LiveStream {
+    fn new(state: AppState) -> LiveStream {
+        let mut ticks = tokio::time::interval(STATS_EVERY);
+        // A slow stats query delays the next one rather than bunching them up.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        LiveStream {
+            feed: state.live.subscribe(),
+            stop: state.stop.clone(),
+            ticks,
+            state,
+        }
+    }
+
+    /// The next item (stats first, at once), or `None` when the platform is stopping.
+    async fn next(&mut self) -> Option<LiveItem> {
+        loop {
+            if *self.stop.borrow_and_update() {
+                return None;
+            }
+            // Stop first; the ticks before the feed, so that a busy feed cannot starve the stats.
+            tokio::select! {
+                biased;
+                changed = self.stop.changed() => {
+                    if changed.is_err() {
+                        // The platform is gone.
+                        return None;
+                    }
+                }
+                _ = self.ticks.tick() => match current_stats(&self.state).await {
+                    Ok(stats) => return Some(LiveItem::Stats(stats)),
+                    // Skipped, not fatal: the next tick tries again, and the page shows stale stats.
+                    Err(e) => tracing::debug!(error = ?e, "no stats for the event stream"),
+                },
+                received = self.feed.recv() => match received {
+                    Ok(envelope) => return Some(LiveItem::Event(envelope)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        return Some(LiveItem::Lagged(missed));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
 }
 
 fn dead_letter_error(e: DeadLetterError) -> ApiError {
@@ -363,4 +524,120 @@ async fn delete_dead_letter(
         .await
         .map(|()| StatusCode::NO_CONTENT)
         .map_err(dead_letter_error)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use emporium_platform::bus::{SqliteEventLog, dlq};
+
+    use super::*;
+
+    async fn state(dir: &std::path::Path, stop: watch::Receiver<bool>) -> AppState {
+        let db = Db::open_sqlite(NAME, &dir.join("operations.db"))
+            .await
+            .unwrap();
+        db.migrate(dlq::MIGRATIONS).await.unwrap();
+        db.migrate(MIGRATIONS).await.unwrap();
+        let bus: Arc<dyn EventBus> = Arc::new(
+            SqliteEventLog::open(&dir.join("events.db"), 4)
+                .await
+                .unwrap(),
+        );
+        AppState {
+            dead_letters: DeadLetterStore::new(db.clone(), bus.clone()),
+            db,
+            bus,
+            live: LiveFeed::new(),
+            stop,
+        }
+    }
+
+    fn event() -> Envelope {
+        Envelope::new(
+            "catalog",
+            "c-1",
+            None,
+            Event::ProductDeleted(emporium_events::ProductDeleted {
+                product_id: uuid::Uuid::now_v7(),
+            }),
+        )
+    }
+
+    /// The next item that is not a stats tick (a tick may come at any time).
+    async fn next_non_stats(stream: &mut LiveStream) -> Option<LiveItem> {
+        loop {
+            match stream.next().await {
+                Some(LiveItem::Stats(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_starts_with_stats_then_follows_the_feed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_stop, stop_rx) = watch::channel(false);
+        let state = state(dir.path(), stop_rx).await;
+        let live = state.live.clone();
+        let mut stream = LiveStream::new(state);
+        match stream.next().await {
+            Some(LiveItem::Stats(stats)) => {
+                assert_eq!(stats.orders_by_status["PENDING"], 0);
+                assert_eq!(stats.dead_letters, 0);
+            }
+            other => panic!("expected stats first, got {other:?}"),
+        }
+        let sent = event();
+        live.publish(&sent);
+        match next_non_stats(&mut stream).await {
+            Some(LiveItem::Event(envelope)) => assert_eq!(envelope.event_id, sent.event_id),
+            other => panic!("expected the event, got {other:?}"),
+        }
+        let frame = LiveItem::Event(Arc::new(sent.clone())).into_sse();
+        assert!(frame.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_is_told_how_many_it_missed_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_stop, stop_rx) = watch::channel(false);
+        let state = state(dir.path(), stop_rx).await;
+        let live = state.live.clone();
+        let mut stream = LiveStream::new(state);
+        // 10 more than the feed holds for a reader.
+        let sent: Vec<Envelope> = (0..1034).map(|_| event()).collect();
+        for envelope in &sent {
+            live.publish(envelope);
+        }
+        match next_non_stats(&mut stream).await {
+            Some(LiveItem::Lagged(missed)) => assert_eq!(missed, 10),
+            other => panic!("expected a lagged notice, got {other:?}"),
+        }
+        match next_non_stats(&mut stream).await {
+            Some(LiveItem::Event(envelope)) => assert_eq!(envelope.event_id, sent[10].event_id),
+            other => panic!("expected the oldest event still held, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_when_the_platform_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        let mut stream = LiveStream::new(state(dir.path(), stop_rx.clone()).await);
+        assert!(matches!(stream.next().await, Some(LiveItem::Stats(_))));
+        // A reader waiting on a quiet feed wakes up and ends.
+        let waiting = tokio::spawn(async move { next_non_stats(&mut stream).await.is_none() });
+        stop.send(true).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .unwrap()
+                .unwrap()
+        );
+        // One that connects while the platform stops ends at once.
+        let mut late = LiveStream::new(state(dir.path(), stop_rx).await);
+        assert!(late.next().await.is_none());
+    }
 }

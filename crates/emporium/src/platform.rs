@@ -18,7 +18,7 @@ use emporium_platform::{
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tower_http::timeout::TimeoutLayer;
 
-/// The services implemented so far; the others in [`SERVICES`] have their database and health check.
+/// Every service of the platform, in start order.
 pub fn implemented() -> Vec<Arc<dyn Service>> {
     vec![
         Arc::new(emporium_users::UsersService),
@@ -28,6 +28,8 @@ pub fn implemented() -> Vec<Arc<dyn Service>> {
         Arc::new(emporium_payments::PaymentsService),
         Arc::new(emporium_shipping::ShippingService),
         Arc::new(emporium_notifications::NotificationsService),
+        Arc::new(emporium_recommendations::RecommendationsService),
+        Arc::new(emporium_promotions::PromotionsService),
     ]
 }
 
@@ -158,8 +160,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("cannot read or create the token secret in the data directory")?;
     let mut api = Router::new();
     let mut workers = Vec::new();
+    let live = crate::operations::LiveFeed::new();
     let operations: Arc<dyn Service> = Arc::new(crate::operations::OperationsService {
         dead_letters: stores.dead_letters.clone(),
+        live: live.clone(),
     });
     for service in implemented().into_iter().chain([operations]) {
         let db = stores
@@ -189,18 +193,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         workers.push(service_workers);
     }
 
-    let app = router(&config, &stores, api, tokens);
+    // The services' routes, reached by the gateway in process (distributed: over HTTP).
+    let services = api
+        .fallback(http::not_found)
+        .layer(axum::Extension(tokens.clone()))
+        .layer(DefaultBodyLimit::max(config.http.body_limit));
+    let gateway = emporium_gateway::Gateway {
+        upstreams: emporium_gateway::client::Upstreams::in_process(services),
+        tokens: tokens.clone(),
+        events: Arc::new(move || live.subscribe()),
+        config: config.gateway.clone(),
+        body_limit: config.http.body_limit,
+    }
+    .router();
+    let app = router(&config, &stores, gateway, tokens);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
     let addr = listener.local_addr()?;
     let mut shutdown = stop_rx.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
     });
     Ok(Running {
         workers,
@@ -214,7 +234,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-fn router(config: &Config, stores: &Stores, api: Router, tokens: Arc<Tokens>) -> Router {
+fn router(config: &Config, stores: &Stores, gateway: Router, tokens: Arc<Tokens>) -> Router {
     let mut checks: Vec<(String, Arc<dyn HealthCheck>)> = stores
         .services
         .iter()
@@ -256,7 +276,8 @@ fn router(config: &Config, stores: &Stores, api: Router, tokens: Arc<Tokens>) ->
                 }
             }),
         )
-        .merge(api)
+        .merge(gateway)
+        .merge(crate::dashboard::router(config.admin_email.is_some()))
         .fallback(http::not_found)
         .layer(axum::Extension(tokens))
         // Extractors reading the body stop at the limit and answer 413 PAYLOAD_TOO_LARGE.

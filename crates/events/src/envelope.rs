@@ -300,6 +300,11 @@ mod tests {
                 message: "20% off mugs".into(),
                 product_ids: vec![product_id],
                 category: None,
+                scheduled_for: Utc::now(),
+            }),
+            Event::RecommendationsIssued(RecommendationsIssued {
+                user_id,
+                product_ids: vec![product_id],
             }),
             Event::NotificationSent(NotificationSent {
                 notification_id: Uuid::now_v7(),

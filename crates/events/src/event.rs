@@ -205,6 +205,11 @@ events! {
         emitted_by: "promotions scheduler, at the promotion's start or cron time",
     }
 
+    RecommendationsIssued {
+        topic: Recommendation, version: 1, aggregate: user_id,
+        emitted_by: "recommendations, on `OrderConfirmed` when the user got no recommendations email within `recommendations.email_period`",
+    }
+
     NotificationSent {
         topic: Notification, version: 1, aggregate: notification_id,
         emitted_by: "notifications, after a message went out",
@@ -278,6 +283,7 @@ mod tests {
                 ],
             ),
             ("promotion-events", &["PromotionLaunched"]),
+            ("recommendation-events", &["RecommendationsIssued"]),
             (
                 "notification-events",
                 &["NotificationSent", "NotificationFailed"],

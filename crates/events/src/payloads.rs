@@ -3,6 +3,7 @@
 //! Payloads carry ids, not personal data: contact details appear only on the user events, and the
 //! shipping address never leaves the orders and shipping services through the bus.
 
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -99,7 +100,7 @@ pub struct OrderCreated {
 }
 
 /// Emitted by the orders service when stock is reserved and payment authorized; shipping creates
-/// the shipment, notifications tells the customer.
+/// the shipment, notifications tells the customer, recommendations counts the purchase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderConfirmed {
@@ -130,7 +131,7 @@ pub struct OrderShipped {
 }
 
 /// Emitted by the orders service when the order moves to `DELIVERED` (on `ShipmentDelivered`);
-/// recommendations counts it as a purchase, notifications tells the customer.
+/// notifications tells the customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderDelivered {
@@ -328,6 +329,23 @@ pub struct PromotionLaunched {
     pub message: String,
     pub product_ids: Vec<Uuid>,
     pub category: Option<String>,
+    /// The occurrence this launch is for: the promotion's `startsAt` (or its creation time when it
+    /// had none) or the cron time. One launch per promotion and occurrence.
+    pub scheduled_for: DateTime<Utc>,
+}
+
+// ------------------------------------------------------ recommendation-events
+
+/// Emitted by the recommendations service when a user's order is confirmed and the user got no
+/// recommendations email within `recommendations.email_period` (at most one per period, recorded in
+/// the same transaction); notifications sends the `recommendations` template as `standard` to users
+/// with `preferences.recommendations`. The products are ranked best first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecommendationsIssued {
+    pub user_id: Uuid,
+    /// Best first; never empty.
+    pub product_ids: Vec<Uuid>,
 }
 
 // -------------------------------------------------------- notification-events

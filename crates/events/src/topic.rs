@@ -14,6 +14,7 @@ vocabulary! {
         /// Orders → shipping only: carries the shipping address, which no other service sees.
         ShippingRequest = "shipping-requests",
         Promotion = "promotion-events",
+        Recommendation = "recommendation-events",
         Notification = "notification-events",
     }
 }
@@ -31,6 +32,7 @@ impl Topic {
             Self::Shipment => "shipment-events.dlq",
             Self::ShippingRequest => "shipping-requests.dlq",
             Self::Promotion => "promotion-events.dlq",
+            Self::Recommendation => "recommendation-events.dlq",
             Self::Notification => "notification-events.dlq",
         }
     }
@@ -54,6 +56,7 @@ mod tests {
                 "shipment-events",
                 "shipping-requests",
                 "promotion-events",
+                "recommendation-events",
                 "notification-events",
             ]
         );

@@ -445,7 +445,9 @@ impl<T> Page<T> {
     }
 }
 
-fn encode_cursor(key: &str) -> String {
+/// The cursor that continues a list after the item with sort key `key` (for clients that need one
+/// per item, as GraphQL connections do).
+pub fn encode_cursor(key: &str) -> String {
     key.bytes().map(|b| format!("{b:02x}")).collect()
 }
 

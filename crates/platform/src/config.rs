@@ -55,6 +55,9 @@ pub struct Config {
     pub saga_timeout: Duration,
     pub bus: BusConfig,
     pub http: HttpConfig,
+    pub gateway: GatewayConfig,
+    pub notifications: NotificationsConfig,
+    pub recommendations: RecommendationsConfig,
 }
 
 /// The event bus and the consumers' retry policy.
@@ -84,6 +87,42 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     #[serde(with = "human_duration")]
     pub shutdown_grace: Duration,
+}
+
+/// The edge: CORS, per-client rate limits, GraphQL limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Origins allowed to call the API from a browser; `["*"]` for any, empty for none.
+    pub cors_origins: Vec<String>,
+    /// Sustained requests per second per client (its token's user, else its IP address).
+    pub rate_limit_per_second: u32,
+    /// Requests a client may make at once above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Deepest GraphQL query accepted.
+    pub graphql_depth_limit: usize,
+    /// Most complex GraphQL query accepted (each field costs 1, a list multiplies by `first`).
+    pub graphql_complexity_limit: usize,
+}
+
+/// Marketing limits of the notifications service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Most `marketing` notifications one user receives per `marketing_window`; beyond it they are
+    /// recorded `SUPPRESSED`.
+    pub marketing_limit: u32,
+    #[serde(with = "human_duration")]
+    pub marketing_window: Duration,
+}
+
+/// The recommendations service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendationsConfig {
+    /// A user receives the `recommendations` email at most once per this period.
+    #[serde(with = "human_duration")]
+    pub email_period: Duration,
 }
 
 /// `EMPORIUM_SHIPPING_DISPATCH_DELAY`: a duration, or `off`.
@@ -279,6 +318,21 @@ impl Config {
         }
         if self.http.body_limit < 1024 {
             return fail("http.body_limit", "must be at least 1024 bytes");
+        }
+        if self.gateway.rate_limit_per_second == 0 {
+            return fail("gateway.rate_limit_per_second", "must be at least 1");
+        }
+        if self.gateway.rate_limit_burst == 0 {
+            return fail("gateway.rate_limit_burst", "must be at least 1");
+        }
+        if self.gateway.graphql_depth_limit == 0 {
+            return fail("gateway.graphql_depth_limit", "must be at least 1");
+        }
+        if self.gateway.graphql_complexity_limit == 0 {
+            return fail("gateway.graphql_complexity_limit", "must be at least 1");
+        }
+        if self.notifications.marketing_window.is_zero() {
+            return fail("notifications.marketing_window", "must be longer than zero");
         }
         Ok(())
     }

@@ -272,3 +272,82 @@ async fn a_reservation_holds_stock_until_the_order_is_cancelled() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn levels_of_many_products_come_in_one_request_without_the_deleted_ones() {
+    let platform = Platform::start_with(&[]).await;
+    let admin = platform.admin().await;
+    let lamp = platform.create_product(&admin, "Lamp", 100, 3).await;
+    let desk = platform.create_product(&admin, "Desk", 100, 7).await;
+    let gone = platform.create_product(&admin, "Gone", 100, 1).await;
+    let deleted = platform
+        .call(
+            Method::DELETE,
+            &format!("/api/products/{gone}"),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    platform
+        .wait_for("inventory to hear of the deletion", || async {
+            stock(&platform, &gone).await.status == 404
+        })
+        .await;
+    let unknown = "0190b8a0-0000-7000-8000-000000000000";
+    let reply = platform
+        .call(
+            Method::GET,
+            &format!("/api/inventory/levels?productIds={lamp},{desk},{gone},{unknown}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let mut found: Vec<(String, i64)> = reply.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["productId"].as_str().unwrap().to_owned(),
+                s["available"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    found.sort();
+    let mut expected = vec![(lamp.clone(), 3), (desk.clone(), 7)];
+    expected.sort();
+    assert_eq!(found, expected);
+
+    let products = platform
+        .call(
+            Method::GET,
+            &format!("/api/products?ids={lamp},{gone}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(products.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(products.body["items"][0]["name"], "Lamp");
+
+    for (path, field) in [
+        (
+            "/api/inventory/levels?productIds=lamp".to_owned(),
+            "productIds",
+        ),
+        ("/api/inventory/levels".to_owned(), "productIds"),
+        (
+            format!(
+                "/api/inventory/levels?productIds={}",
+                vec![unknown; 101].join(",")
+            ),
+            "productIds",
+        ),
+        ("/api/products?ids=lamp".to_owned(), "ids"),
+    ] {
+        let reply = platform.call(Method::GET, &path, None, None).await;
+        assert_eq!(reply.status, 400, "{path}: {reply:?}");
+        assert_eq!(reply.fields(), [field], "{path}");
+    }
+}

@@ -125,9 +125,13 @@ impl Catalog {
         &self,
         q: Option<&str>,
         category: Option<&str>,
+        ids: Option<&str>,
         page: &PageRequest,
     ) -> Result<Vec<Product>, ApiError> {
-        let filter = domain::filter(q, category)?;
+        let filter = domain::Filter {
+            ids: domain::ids(ids)?,
+            ..domain::filter(q, category)?
+        };
         let mut conn = self.db.reader().acquire().await?;
         Ok(store::list(&mut conn, &filter, page.after.as_deref(), page.fetch()).await?)
     }
@@ -208,6 +212,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_list_by_ids_returns_just_those_live_products() {
+        let (_dir, catalog) = catalog().await;
+        let mut ids = Vec::new();
+        for name in ["Lamp", "Desk", "Chair"] {
+            let p = catalog
+                .create("c", name, None, "furniture", Money::new(1, "USD"), 0)
+                .await
+                .unwrap();
+            ids.push(p.id);
+        }
+        catalog.delete("c", ids[2]).await.unwrap();
+        let all = PageRequest::parse(None, None).unwrap();
+        let wanted = format!("{},{},{}", ids[0], ids[2], ids[0]);
+        let names: Vec<String> = catalog
+            .list(None, None, Some(&wanted), &all)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.fields.name)
+            .collect();
+        assert_eq!(names, ["Lamp"], "the deleted chair is left out");
+        let error = catalog
+            .list(None, None, Some("lamp"), &all)
+            .await
+            .unwrap_err();
+        assert_eq!(error.errors[0].field, "ids");
+    }
+
+    #[tokio::test]
     async fn searches_match_any_case_and_pages_follow_each_other() {
         let (_dir, catalog) = catalog().await;
         for (name, description, category) in [
@@ -226,26 +259,36 @@ mod tests {
         };
         let all = PageRequest::parse(None, None).unwrap();
         assert_eq!(
-            names(catalog.list(Some("éclair"), None, &all).await.unwrap()),
+            names(
+                catalog
+                    .list(Some("éclair"), None, None, &all)
+                    .await
+                    .unwrap()
+            ),
             ["Desk", "Éclair Lamp"]
         );
         assert_eq!(
-            names(catalog.list(Some("%"), None, &all).await.unwrap()),
+            names(catalog.list(Some("%"), None, None, &all).await.unwrap()),
             ["100% cotton_shirt"]
         );
         // `_` is no wildcard: as one, "h_i" would match "Chair".
         assert_eq!(
-            names(catalog.list(Some("h_i"), None, &all).await.unwrap()),
+            names(catalog.list(Some("h_i"), None, None, &all).await.unwrap()),
             Vec::<String>::new()
         );
         assert_eq!(
-            names(catalog.list(None, Some("FURNITURE"), &all).await.unwrap()),
+            names(
+                catalog
+                    .list(None, Some("FURNITURE"), None, &all)
+                    .await
+                    .unwrap()
+            ),
             ["Chair", "Desk"]
         );
         assert_eq!(
             names(
                 catalog
-                    .list(Some("éclair"), Some("lighting"), &all)
+                    .list(Some("éclair"), Some("lighting"), None, &all)
                     .await
                     .unwrap()
             ),
@@ -255,7 +298,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut request = PageRequest::parse(Some("3"), None).unwrap();
         loop {
-            let rows = catalog.list(None, None, &request).await.unwrap();
+            let rows = catalog.list(None, None, None, &request).await.unwrap();
             let page = Page::from_rows(rows, &request, |p| p.id.to_string());
             seen.extend(page.items.into_iter().map(|p| p.fields.name));
             match page.next_cursor {

@@ -139,6 +139,8 @@ pub struct ListQuery {
     pub q: Option<String>,
     /// Exact category, any case.
     pub category: Option<String>,
+    /// Only these products: ids separated by commas, at most 100.
+    pub ids: Option<String>,
     /// 1 to 100, default 20.
     pub limit: Option<String>,
     /// `nextCursor` of the previous page.
@@ -165,7 +167,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 #[utoipa::path(get, path = "/api/products", tag = "catalog", params(ListQuery),
     responses(
         (status = 200, body = ProductPage),
-        (status = 400, description = "Bad `limit`, `cursor`, `q` or `category`"),
+        (status = 400, description = "Bad `limit`, `cursor`, `q`, `category` or `ids`"),
     ))]
 pub async fn list(
     State(catalog): State<Catalog>,
@@ -173,7 +175,12 @@ pub async fn list(
 ) -> Result<Json<Page<ProductView>>, ApiError> {
     let request = PageRequest::parse(query.limit.as_deref(), query.cursor.as_deref())?;
     let rows = catalog
-        .list(query.q.as_deref(), query.category.as_deref(), &request)
+        .list(
+            query.q.as_deref(),
+            query.category.as_deref(),
+            query.ids.as_deref(),
+            &request,
+        )
         .await?;
     let page = Page::from_rows(rows, &request, |p| p.id.to_string());
     Ok(Json(Page {

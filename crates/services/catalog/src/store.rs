@@ -179,6 +179,12 @@ pub async fn list(
         binds.push(category);
         sql.push_str(&format!(" AND category_key = ${}", binds.len()));
     }
+    if !filter.ids.is_empty() {
+        let first = binds.len() + 1;
+        binds.extend(filter.ids.iter().map(String::as_str));
+        let params: Vec<String> = (first..=binds.len()).map(|n| format!("${n}")).collect();
+        sql.push_str(&format!(" AND id IN ({})", params.join(", ")));
+    }
     if let Some(before) = before {
         binds.push(before);
         sql.push_str(&format!(" AND id < ${}", binds.len()));

@@ -25,6 +25,7 @@ use crate::{
 pub fn router(db: Db) -> Router {
     Router::new()
         .route("/api/inventory", get(list_stock))
+        .route("/api/inventory/levels", get(get_stocks))
         .route("/api/inventory/{product_id}", get(get_stock))
         .route("/api/inventory/{product_id}/adjust", post(adjust_stock))
         .with_state(db)
@@ -148,6 +149,63 @@ pub async fn get_stock(
     }))
 }
 
+/// `?productIds=a,b,c`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct LevelsParams {
+    /// Product ids separated by commas, at most 100.
+    pub product_ids: Option<String>,
+}
+
+/// `GET /api/inventory/levels`: the stock of each product asked for that is for sale.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockList {
+    pub items: Vec<Stock>,
+}
+
+/// Most products one `levels` request asks for.
+const LEVELS_MAX: usize = 100;
+
+/// The stock of many products at once (public), for clients such as the gateway's GraphQL that
+/// show a page of products. Unknown and deleted products are left out.
+#[utoipa::path(get, path = "/api/inventory/levels", tag = "inventory", params(LevelsParams),
+    responses(
+        (status = 200, description = "the stock of the products found", body = StockList),
+        (status = 400, description = "missing or bad `productIds`"),
+    ))]
+pub async fn get_stocks(
+    State(db): State<Db>,
+    params: Result<Query<LevelsParams>, QueryRejection>,
+) -> Result<Json<StockList>, ApiError> {
+    let Query(params) = params.map_err(api::query_error)?;
+    let text = params.product_ids.unwrap_or_default();
+    let ids = text
+        .split(',')
+        .map(|part| Uuid::parse_str(part.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ApiError::field("productIds", "must be product ids separated by commas"))?;
+    if ids.len() > LEVELS_MAX {
+        return Err(ApiError::field(
+            "productIds",
+            format!("must name at most {LEVELS_MAX} products"),
+        ));
+    }
+    let rows = store::stocks(db.reader(), &ids).await?;
+    let items = rows
+        .iter()
+        .filter(|row| !row.is_deleted())
+        .map(|row| {
+            Ok(Stock {
+                product_id: product_id_of(row)?,
+                available: row.available,
+                reserved: row.reserved,
+                updated_at: timestamp(row.updated_at),
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(Json(StockList { items }))
+}
+
 /// Every product's stock, by product id (admin).
 #[utoipa::path(get, path = "/api/inventory", tag = "inventory", params(ListParams),
     security(("bearer" = [])),
@@ -221,8 +279,8 @@ pub async fn adjust_stock(
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(get_stock, list_stock, adjust_stock),
-    components(schemas(Stock, StockLevels, InventoryPage, AdjustStock)),
+    paths(get_stock, get_stocks, list_stock, adjust_stock),
+    components(schemas(Stock, StockList, StockLevels, InventoryPage, AdjustStock)),
     tags((name = "inventory", description = "Stock levels, reservations and adjustments"))
 )]
 pub struct ApiDoc;
@@ -238,6 +296,7 @@ mod tests {
 
     const PATHS: &[&str] = &[
         "/api/inventory",
+        "/api/inventory/levels",
         "/api/inventory/{productId}",
         "/api/inventory/{productId}/adjust",
     ];

@@ -138,6 +138,26 @@ pub async fn stock<'e, E: Executor<'e, Database = Any>>(
     .await
 }
 
+/// The rows of these products (those it knows), by product id.
+pub async fn stocks<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    product_ids: &[Uuid],
+) -> Result<Vec<StockRow>, sqlx::Error> {
+    if product_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let params: Vec<String> = (1..=product_ids.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM stock WHERE product_id IN ({}) ORDER BY product_id",
+        params.join(", ")
+    );
+    let mut query = sqlx::query_as(&sql);
+    for id in product_ids {
+        query = query.bind(id.to_string());
+    }
+    query.fetch_all(db).await
+}
+
 /// Up to `fetch` rows after product id `after`, by product id.
 pub async fn list<'e, E: Executor<'e, Database = Any>>(
     db: E,

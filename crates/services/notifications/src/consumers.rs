@@ -3,7 +3,7 @@
 //! sends after commit.
 
 use async_trait::async_trait;
-use emporium_events::{Envelope, Event, NotificationFailed};
+use emporium_events::{Envelope, Event, NotificationFailed, Priority};
 use emporium_platform::{
     bus::consumer::{EventHandler, HandlerError},
     storage::Tx,
@@ -11,13 +11,16 @@ use emporium_platform::{
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, Audience, Contact, Status},
+    domain::{self, Audience, Contact, MarketingLimit, Status},
     store::{self, NewNotification},
 };
 
-/// The notifications service's handler for `user-events`, `product-events`, `order-events` and
-/// `inventory-events`.
-pub struct Handler;
+/// The notifications service's handler for `user-events`, `product-events`, `order-events`,
+/// `inventory-events`, `promotion-events` and `recommendation-events`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Handler {
+    pub marketing: MarketingLimit,
+}
 
 #[async_trait]
 impl EventHandler for Handler {
@@ -38,9 +41,9 @@ impl EventHandler for Handler {
                 let known = store::contact(tx.conn(), e.user_id).await?.is_some();
                 store::upsert_contact(tx.conn(), &contact, true, version).await?;
                 if !known {
-                    notify(tx, envelope).await?;
+                    notify(tx, envelope, &self.marketing).await?;
                 }
-                apply_parked(tx, e.user_id).await
+                apply_parked(tx, e.user_id, &self.marketing).await
             }
             Event::UserUpdated(e) => {
                 let contact = Contact {
@@ -54,7 +57,7 @@ impl EventHandler for Handler {
                     preferences: e.preferences,
                 };
                 store::upsert_contact(tx.conn(), &contact, false, version).await?;
-                apply_parked(tx, e.user_id).await
+                apply_parked(tx, e.user_id, &self.marketing).await
             }
             Event::ProductCreated(e) => {
                 Ok(store::upsert_product(tx.conn(), e.product_id, &e.name, version).await?)
@@ -62,21 +65,38 @@ impl EventHandler for Handler {
             Event::ProductUpdated(e) => {
                 Ok(store::upsert_product(tx.conn(), e.product_id, &e.name, version).await?)
             }
-            _ => notify(tx, envelope).await,
+            _ => notify(tx, envelope, &self.marketing).await,
         }
     }
 }
 
 /// Writes the notifications `envelope` asks for, once per (event, recipient, channel). An event for
-/// a user whose contact has not arrived yet is parked until it does.
-pub async fn notify(tx: &mut Tx, envelope: &Envelope) -> Result<(), HandlerError> {
+/// a user whose contact has not arrived yet is parked until it does. A `marketing` message beyond
+/// the user's `marketing` limit is stored `SUPPRESSED`.
+pub async fn notify(
+    tx: &mut Tx,
+    envelope: &Envelope,
+    marketing: &MarketingLimit,
+) -> Result<(), HandlerError> {
     let product_name = match &envelope.event {
         Event::LowStock(e) => store::product_name(tx.conn(), e.product_id).await?,
         _ => None,
     };
-    let Some(request) = domain::request_for(&envelope.event, product_name.as_deref()) else {
+    let Some(mut request) = domain::request_for(&envelope.event, product_name.as_deref()) else {
         return Ok(());
     };
+    if let Event::RecommendationsIssued(e) = &envelope.event {
+        let mut names = std::collections::BTreeMap::new();
+        for id in &e.product_ids {
+            if let Some(name) = store::product_name(tx.conn(), *id).await? {
+                names.insert(*id, name);
+            }
+        }
+        if !domain::name_products(&mut request, &names) {
+            tracing::warn!(user_id = %e.user_id, event_id = %envelope.event_id, "no recommended product has a known name; nothing sent");
+            return Ok(());
+        }
+    }
     let contacts = match request.audience {
         Audience::User(user_id) => match store::contact(tx.conn(), user_id).await? {
             Some(contact) => vec![contact],
@@ -92,16 +112,25 @@ pub async fn notify(tx: &mut Tx, envelope: &Envelope) -> Result<(), HandlerError
             }
         },
         Audience::Admins => store::admin_contacts(tx.conn()).await?,
+        Audience::Everyone => store::all_contacts(tx.conn()).await?,
     };
     let template = store::template(tx.conn(), request.template).await?;
+    let now = chrono::Utc::now().timestamp_millis();
     for contact in &contacts {
+        // Counted in this transaction, so the messages written for earlier events of the batch
+        // count too.
+        let over_limit = request.priority == Priority::Marketing
+            && !marketing.allows(
+                store::marketing_received(tx.conn(), contact.user_id, marketing.window_start(now))
+                    .await?,
+            );
         for planned in domain::plan(&request, contact) {
             let rendered = match &template {
                 Some(t) => domain::render(&t.subject, &t.body, &planned.variables)
                     .map_err(|e| format!("template {} does not render: {e}", request.template)),
                 None => Err(format!("template {} does not exist", request.template)),
             };
-            let (status, subject, body, error) = match (planned.allowed, rendered) {
+            let (status, subject, body, error) = match (planned.allowed && !over_limit, rendered) {
                 (false, rendered) => {
                     let (subject, body) = rendered.map(|r| (r.subject, r.body)).unwrap_or_default();
                     (Status::Suppressed, subject, body, None)
@@ -146,10 +175,14 @@ pub async fn notify(tx: &mut Tx, envelope: &Envelope) -> Result<(), HandlerError
 }
 
 /// Applies the events that were waiting for `user_id`'s contact.
-async fn apply_parked(tx: &mut Tx, user_id: Uuid) -> Result<(), HandlerError> {
+async fn apply_parked(
+    tx: &mut Tx,
+    user_id: Uuid,
+    marketing: &MarketingLimit,
+) -> Result<(), HandlerError> {
     for json in store::take_parked(tx.conn(), user_id).await? {
         match Envelope::from_json(json.as_bytes()) {
-            Ok(parked) => notify(tx, &parked).await?,
+            Ok(parked) => notify(tx, &parked, marketing).await?,
             // It parsed when it was parked; a build that cannot read it any more must not block
             // this user's events forever.
             Err(e) => tracing::error!(%user_id, error = %e, "dropping an unreadable parked event"),

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::{
     NAME,
-    sender::{Outgoing, Senders},
+    sender::{self, Outgoing, SendOutcome, Senders},
     store::{self, Due},
 };
 
@@ -132,15 +132,15 @@ impl Dispatcher {
             subject: n.subject.clone(),
             body: n.body.clone(),
         };
-        let sender = self.senders.for_channel(n.channel);
-        let result =
-            match tokio::time::timeout(self.pace.send_timeout, sender.send(&outgoing)).await {
-                Ok(result) => result,
-                Err(_) => Err(format!(
-                    "sending took longer than {:?}",
-                    self.pace.send_timeout
-                )),
-            };
+        let sent = sender::send(&self.senders, &outgoing);
+        let result = match tokio::time::timeout(self.pace.send_timeout, sent).await {
+            Ok(SendOutcome::Sent) => Ok(()),
+            Ok(SendOutcome::Failed { error }) => Err(error),
+            Err(_) => Err(format!(
+                "sending took longer than {:?}",
+                self.pace.send_timeout
+            )),
+        };
 
         let template = n.template.clone().unwrap_or_default();
         let mut tx = self.db.begin(context).await?;

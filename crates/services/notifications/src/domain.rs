@@ -12,7 +12,7 @@
 //!   the template uses but the caller did not supply is an error, never an empty string. A template
 //!   may opt out per variable with `{{ x | default("…") }}` or `{% if x is defined %}`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use emporium_events::{
     CancellationReason, Channel, Event, Money, Preferences, Priority, Role, UnknownValue,
@@ -108,6 +108,8 @@ pub enum Audience {
     User(Uuid),
     /// Every admin contact.
     Admins,
+    /// Every contact (the request's gate still decides who is sent it).
+    Everyone,
 }
 
 /// What an event asks of this service.
@@ -186,8 +188,57 @@ pub fn request_for(event: &Event, product_name: Option<&str>) -> Option<Request>
             })),
             gate: None,
         }),
+        Event::RecommendationsIssued(e) => Some(Request {
+            audience: Audience::User(e.user_id),
+            template: "recommendations",
+            priority: Priority::Standard,
+            variables: into_map(json!({
+                "productIds": e.product_ids,
+                // Named by `name_products` from this service's copy of the catalog's names.
+                "products": e.product_ids.iter().map(|id| json!({"productId": id})).collect::<Vec<_>>(),
+            })),
+            gate: Some(Gate::Recommendations),
+        }),
+        Event::PromotionLaunched(e) => Some(Request {
+            audience: Audience::Everyone,
+            template: "promotion",
+            priority: Priority::Marketing,
+            variables: into_map(json!({
+                "promotionId": e.promotion_id,
+                "promotionName": e.name,
+                "message": e.message,
+                "productIds": e.product_ids,
+                "category": e.category,
+                "scheduledFor": e.scheduled_for,
+            })),
+            gate: Some(Gate::Promotions),
+        }),
         _ => None,
     }
+}
+
+/// Gives each of a `recommendations` request's `products` its `name` from `names` (the catalog's
+/// names this service keeps, by product id). A product with no known name is left out: an id
+/// means nothing to a customer. `false` when none is left, so there is nothing to send.
+pub fn name_products(request: &mut Request, names: &BTreeMap<Uuid, String>) -> bool {
+    let Some(Value::Array(products)) = request.variables.get_mut("products") else {
+        return false;
+    };
+    products.retain_mut(|product| {
+        let name = product
+            .get("productId")
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(|id| names.get(&id));
+        match (name, product.as_object_mut()) {
+            (Some(name), Some(fields)) => {
+                fields.insert("name".to_owned(), name.clone().into());
+                true
+            }
+            _ => false,
+        }
+    });
+    !products.is_empty()
 }
 
 /// One notification to write: the plan for one (recipient, channel).
@@ -242,6 +293,44 @@ pub fn plan(request: &Request, contact: &Contact) -> Vec<Planned> {
 /// (event, recipient, channel).
 pub fn dedupe_key(event_id: Uuid, user_id: Uuid, channel: Channel) -> String {
     format!("{event_id}:{user_id}:{channel}")
+}
+
+/// At most `limit` `marketing` messages per user per `window` (config `notifications`); beyond
+/// it they are stored `SUPPRESSED`, like those a user opted out of. A message is one event (or one
+/// admin's message), whatever its channels; suppressed and failed ones do not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketingLimit {
+    pub limit: u32,
+    pub window: std::time::Duration,
+}
+
+impl Default for MarketingLimit {
+    /// The shipped configuration's: 3 a day.
+    fn default() -> Self {
+        MarketingLimit {
+            limit: 3,
+            window: std::time::Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+impl MarketingLimit {
+    pub fn from_config(config: &emporium_platform::config::NotificationsConfig) -> Self {
+        MarketingLimit {
+            limit: config.marketing_limit,
+            window: config.marketing_window,
+        }
+    }
+
+    /// The start (epoch millis) of the window that ends at `now`.
+    pub fn window_start(&self, now: i64) -> i64 {
+        now.saturating_sub(i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Whether a user who received `received` marketing messages in the window may get another.
+    pub fn allows(&self, received: i64) -> bool {
+        received < i64::from(self.limit)
+    }
 }
 
 fn into_map(value: Value) -> Map<String, Value> {
@@ -727,6 +816,108 @@ mod tests {
         )
         .unwrap();
         assert_eq!(unnamed.variables["productName"], product_id.to_string());
+    }
+
+    #[test]
+    fn a_launched_promotion_is_marketing_to_everyone_who_opted_in() {
+        let event = Event::PromotionLaunched(emporium_events::PromotionLaunched {
+            promotion_id: Uuid::now_v7(),
+            name: "Spring sale".into(),
+            message: "Every mug 20% off.".into(),
+            product_ids: vec![],
+            category: None,
+            scheduled_for: chrono::Utc::now(),
+        });
+        let request = request_for(&event, None).unwrap();
+        assert_eq!(request.audience, Audience::Everyone);
+        assert_eq!(
+            (request.template, request.priority, request.gate),
+            ("promotion", Priority::Marketing, Some(Gate::Promotions))
+        );
+        let opted_in = plan(
+            &request,
+            &contact(Some("+15550100"), Preferences::default()),
+        );
+        assert_eq!(
+            opted_in.len(),
+            1,
+            "email only: sms is for critical messages"
+        );
+        assert!(opted_in[0].allowed);
+        let t = SHIPPED_TEMPLATES[5];
+        let rendered = render(t.subject, t.body, &opted_in[0].variables).unwrap();
+        assert_eq!(rendered.subject, "Spring sale");
+        assert!(
+            rendered.body.contains("Every mug 20% off."),
+            "{}",
+            rendered.body
+        );
+        let off = Preferences {
+            promotions: false,
+            ..Preferences::default()
+        };
+        assert!(!plan(&request, &contact(None, off))[0].allowed);
+    }
+
+    #[test]
+    fn the_marketing_limit_allows_so_many_per_window() {
+        let limit = MarketingLimit {
+            limit: 2,
+            window: std::time::Duration::from_secs(60),
+        };
+        assert!(limit.allows(0) && limit.allows(1));
+        assert!(!limit.allows(2));
+        assert_eq!(limit.window_start(100_000), 40_000);
+        let none = MarketingLimit { limit: 0, ..limit };
+        assert!(!none.allows(0));
+        let forever = MarketingLimit {
+            window: std::time::Duration::MAX,
+            ..limit
+        };
+        assert_eq!(forever.window_start(0), -i64::MAX, "no overflow");
+        assert_eq!(MarketingLimit::default().limit, 3);
+    }
+
+    #[test]
+    fn issued_recommendations_are_a_standard_email_gated_on_the_preference_naming_known_products() {
+        let user_id = Uuid::now_v7();
+        let (mug, teapot, unknown) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let event = Event::RecommendationsIssued(emporium_events::RecommendationsIssued {
+            user_id,
+            product_ids: vec![mug, unknown, teapot],
+        });
+        let mut request = request_for(&event, None).unwrap();
+        assert_eq!(request.audience, Audience::User(user_id));
+        assert_eq!(
+            (request.template, request.priority, request.gate),
+            (
+                "recommendations",
+                Priority::Standard,
+                Some(Gate::Recommendations)
+            )
+        );
+        let names = BTreeMap::from([(mug, "Mug".to_owned()), (teapot, "Teapot".to_owned())]);
+        assert!(name_products(&mut request, &names));
+        let opted_in = contact(None, Preferences::default());
+        let planned = plan(&request, &opted_in);
+        assert_eq!(planned.len(), 1, "email only: it is not critical");
+        assert!(planned[0].allowed);
+        let t = SHIPPED_TEMPLATES[6];
+        let rendered = render(t.subject, t.body, &planned[0].variables).unwrap();
+        assert_eq!(rendered.subject, "Picked for you, Ada");
+        assert!(
+            rendered.body.contains("- Mug\n- Teapot\n"),
+            "in the event's order, the unnamed one left out: {}",
+            rendered.body
+        );
+        let opted_out = Preferences {
+            recommendations: false,
+            ..Preferences::default()
+        };
+        assert!(!plan(&request, &contact(None, opted_out))[0].allowed);
+
+        let mut nameless = request_for(&event, None).unwrap();
+        assert!(!name_products(&mut nameless, &BTreeMap::new()));
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //!   `order-events` (`OrderConfirmed`/`Cancelled`/`Shipped`/`Delivered` → the matching template,
 //!   `critical`, only if the user's `orderUpdates` allows, else stored `SUPPRESSED`) and
 //!   `inventory-events` (`LowStock` → `low_stock` to every admin, `standard`).
+//! - Consumes `promotion-events`: `PromotionLaunched` → `promotion`, `marketing`, to every known
+//!   contact; stored `SUPPRESSED` for those whose `promotions` preference is off, and for those
+//!   who already had `notifications.marketing_limit` marketing messages in the last
+//!   `notifications.marketing_window`. One per (launch, user, channel), however often delivered.
+//! - Consumes `recommendation-events`: `RecommendationsIssued` → `recommendations`, `standard`,
+//!   to that user, naming the products it knows names for; stored `SUPPRESSED` if their
+//!   `recommendations` preference is off.
 //! - Emits `NotificationSent` and `NotificationFailed` on `notification-events`.
 //!
 //! Handlers only write notification rows (one per event, recipient and channel: the inbox and a
@@ -105,8 +112,17 @@ impl Service for NotificationsService {
         workers
             .consume(
                 ctx,
-                &[Topic::User, Topic::Product, Topic::Order, Topic::Inventory],
-                consumers::Handler,
+                &[
+                    Topic::User,
+                    Topic::Product,
+                    Topic::Order,
+                    Topic::Inventory,
+                    Topic::Promotion,
+                    Topic::Recommendation,
+                ],
+                consumers::Handler {
+                    marketing: domain::MarketingLimit::from_config(&ctx.config.notifications),
+                },
             )
             .await?;
         Ok(())

@@ -2,6 +2,12 @@
 //! when `smtp_url` is set, to that SMTP server; SMS and push go to a log sink (a JSON line with
 //! target `emporium::sms` / `emporium::push`).
 //!
+//! The notification sender is one plain function, [`send`]: an [`Outgoing`] message in, a
+//! [`SendOutcome`] out, no database. The service's [`crate::dispatch`] loop calls it in process
+//! (with its own timeout, retries and bookkeeping around the call), and the
+//! `notification-sender` AWS Lambda function (crate `emporium-lambdas`) runs it with the message
+//! as its JSON event and the outcome as its JSON response (docs/LAMBDA.md).
+//!
 //! SMTP here is plaintext only (`builder_dangerous`, no TLS in this build): fine for a local mail
 //! sink, but the message and any credentials in `smtp://user:pass@host` cross the network
 //! unencrypted. `smtps://` is refused rather than sent in the clear.
@@ -15,21 +21,44 @@ use lettre::{
     message::{Mailbox, header::ContentType},
     transport::smtp::authentication::Credentials,
 };
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The sender every email comes from.
 pub const FROM: &str = "Emporium <notifications@emporium.local>";
 
-/// One message to deliver.
-#[derive(Debug, Clone, PartialEq)]
+/// One message to deliver: `{"notificationId", "channel", "recipient", "subject", "body"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Outgoing {
     /// The notification id; also the email's `Message-ID`, so that a receiver can drop the copy a
-    /// crash between sending and recording may cause.
+    /// crash between sending and recording (or a retried Lambda invocation) may cause.
+    #[serde(rename = "notificationId")]
     pub id: Uuid,
     pub channel: Channel,
     pub recipient: String,
     pub subject: String,
     pub body: String,
+}
+
+/// What became of a message: `{"outcome": "sent"}` or `{"outcome": "failed", "error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SendOutcome {
+    Sent,
+    /// Not delivered this time, and why (a bad address, the SMTP server's refusal, ...). Whether
+    /// to try again is the caller's decision: the dispatcher retries with backoff.
+    Failed {
+        error: String,
+    },
+}
+
+/// The notification sender: delivers `message` through `senders`' sender of its channel.
+pub async fn send(senders: &Senders, message: &Outgoing) -> SendOutcome {
+    match senders.for_channel(message.channel).send(message).await {
+        Ok(()) => SendOutcome::Sent,
+        Err(error) => SendOutcome::Failed { error },
+    }
 }
 
 /// Delivers messages of one channel.
@@ -302,6 +331,59 @@ mod tests {
         let mailer = FileMailer::new(dir.path()).unwrap();
         let error = mailer.send(&message("not an address")).await.unwrap_err();
         assert!(error.contains("recipient"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_sender_delivers_through_the_message_s_channel_and_says_what_became_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let senders = Senders::from_config(None, dir.path()).unwrap();
+        let sms = Outgoing {
+            channel: Channel::Sms,
+            recipient: "+15550100".into(),
+            ..message("ada@example.com")
+        };
+        assert_eq!(send(&senders, &sms).await, SendOutcome::Sent);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no email"
+        );
+
+        assert_eq!(
+            send(&senders, &message("ada@example.com")).await,
+            SendOutcome::Sent
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let SendOutcome::Failed { error } = send(&senders, &message("nobody")).await else {
+            panic!("an email to no address was sent");
+        };
+        assert!(error.contains("recipient"), "{error}");
+    }
+
+    #[test]
+    fn messages_and_outcomes_have_the_documented_json_shape() {
+        let outgoing = message("ada@example.com");
+        let wire = serde_json::json!({
+            "notificationId": outgoing.id,
+            "channel": "email",
+            "recipient": "ada@example.com",
+            "subject": "Your order is confirmed",
+            "body": "Hello Ada,\n\nThank you for your order.\n",
+        });
+        assert_eq!(serde_json::to_value(&outgoing).unwrap(), wire);
+        assert_eq!(serde_json::from_value::<Outgoing>(wire).unwrap(), outgoing);
+        assert_eq!(
+            serde_json::to_value(SendOutcome::Sent).unwrap(),
+            serde_json::json!({"outcome": "sent"})
+        );
+        assert_eq!(
+            serde_json::to_value(SendOutcome::Failed {
+                error: "SMTP: refused".into()
+            })
+            .unwrap(),
+            serde_json::json!({"outcome": "failed", "error": "SMTP: refused"})
+        );
     }
 
     #[test]

@@ -204,6 +204,17 @@ pub async fn admin_contacts(conn: &mut AnyConnection) -> Result<Vec<Contact>, sq
         .collect()
 }
 
+/// Every contact (the audience of a promotion).
+pub async fn all_contacts(conn: &mut AnyConnection) -> Result<Vec<Contact>, sqlx::Error> {
+    let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY user_id");
+    sqlx::query(&sql)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(contact_from)
+        .collect()
+}
+
 /// The user an admin's message goes to, when the recipient is a known contact's address, phone or
 /// id (so it shows in their `/api/notifications/me`).
 pub async fn user_for_recipient(
@@ -409,6 +420,26 @@ pub async fn insert_notification(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// How many `marketing` messages `user_id` received (queued or sent; an event's channels count
+/// once) since `since` (epoch millis), for the marketing limit.
+pub async fn marketing_received(
+    conn: &mut AnyConnection,
+    user_id: Uuid,
+    since: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT COALESCE(event_id, id)) FROM notifications
+         WHERE user_id = $1 AND priority = $2 AND status IN ($3, $4) AND created_at >= $5",
+    )
+    .bind(user_id.to_string())
+    .bind(Priority::Marketing.as_str())
+    .bind(Status::Queued.as_str())
+    .bind(Status::Sent.as_str())
+    .bind(since)
+    .fetch_one(conn)
+    .await
 }
 
 /// A notification as its user sees it.

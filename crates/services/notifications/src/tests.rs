@@ -52,7 +52,7 @@ async fn handle(db: &Db, envelope: &Envelope) {
         .begin(EventContext::caused_by(NAME, envelope))
         .await
         .unwrap();
-    Handler.handle(&mut tx, envelope).await.unwrap();
+    Handler::default().handle(&mut tx, envelope).await.unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -580,4 +580,201 @@ async fn a_promoted_account_is_not_welcomed_twice() {
         Role::Admin,
         "the contact is updated all the same"
     );
+}
+
+// ---------------------------------------------------------------- marketing
+
+fn launched(name: &str) -> Envelope {
+    envelope(Event::PromotionLaunched(
+        emporium_events::PromotionLaunched {
+            promotion_id: Uuid::now_v7(),
+            name: name.into(),
+            message: "Every mug 20% off.".into(),
+            product_ids: vec![],
+            category: None,
+            scheduled_for: chrono::Utc::now(),
+        },
+    ))
+}
+
+/// (user id, status) of every `promotion` notification, by user then age.
+async fn promotions(db: &Db) -> Vec<(String, String)> {
+    sqlx::query(
+        "SELECT user_id, status FROM notifications WHERE template = 'promotion'
+         ORDER BY user_id, id",
+    )
+    .fetch_all(db.reader())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_launched_promotion_reaches_every_opted_in_contact_once_and_no_one_else() {
+    let t = test_db().await;
+    let mut users = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    users.sort();
+    let [customer, admin, opted_out] = users;
+    let off = Preferences {
+        promotions: false,
+        ..Preferences::default()
+    };
+    handle(
+        &t.db,
+        &registered(
+            customer,
+            Role::Customer,
+            Some("+15550100"),
+            Preferences::default(),
+        ),
+    )
+    .await;
+    handle(
+        &t.db,
+        &registered(admin, Role::Admin, None, Preferences::default()),
+    )
+    .await;
+    handle(&t.db, &registered(opted_out, Role::Customer, None, off)).await;
+
+    let launch = launched("Spring sale");
+    // Delivered twice (the inbox is bypassed here): the unique key alone keeps it to one each.
+    handle(&t.db, &launch).await;
+    handle(&t.db, &launch).await;
+    assert_eq!(
+        promotions(&t.db).await,
+        [
+            (customer.to_string(), "QUEUED".to_owned()),
+            (admin.to_string(), "QUEUED".to_owned()),
+            (opted_out.to_string(), "SUPPRESSED".to_owned()),
+        ],
+        "one each, by email only; the opted-out user's is kept suppressed, as other gates do"
+    );
+
+    let recorder = Arc::new(Recorder::default());
+    dispatcher(&t.db, recorder.clone(), Pace::default())
+        .dispatch_due()
+        .await
+        .unwrap();
+    let sent: Vec<Outgoing> = recorder
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.subject == "Spring sale")
+        .cloned()
+        .collect();
+    let mut to: Vec<&str> = sent.iter().map(|m| m.recipient.as_str()).collect();
+    to.sort_unstable();
+    let email = |id: Uuid| format!("{}@example.com", &id.simple().to_string()[24..]);
+    let mut expected = vec![email(customer), email(admin)];
+    expected.sort();
+    assert_eq!(to, expected);
+    assert!(sent.iter().all(|m| m.channel == Channel::Email));
+    let events = outbox(&t.db).await;
+    assert!(events.iter().any(|e| matches!(
+        &e.event,
+        Event::NotificationSent(s) if s.template == "promotion" && s.priority == Priority::Marketing
+    )));
+}
+
+#[tokio::test]
+async fn marketing_beyond_the_limit_is_suppressed_until_the_window_has_passed() {
+    let t = test_db().await;
+    let handler = Handler {
+        marketing: crate::domain::MarketingLimit {
+            limit: 2,
+            window: Duration::from_secs(24 * 60 * 60),
+        },
+    };
+    let apply = |envelope: Envelope| {
+        let db = t.db.clone();
+        async move {
+            let mut tx = db
+                .begin(EventContext::caused_by(NAME, &envelope))
+                .await
+                .unwrap();
+            handler.handle(&mut tx, &envelope).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    let user = Uuid::now_v7();
+    apply(registered(
+        user,
+        Role::Customer,
+        None,
+        Preferences::default(),
+    ))
+    .await;
+    // Other priorities do not count.
+    apply(confirmed(user)).await;
+    for name in ["first", "second", "third"] {
+        apply(launched(name)).await;
+    }
+    let statuses = |all: Vec<(String, String)>| -> Vec<String> {
+        all.into_iter().map(|(_, status)| status).collect()
+    };
+    assert_eq!(
+        statuses(promotions(&t.db).await),
+        ["QUEUED", "QUEUED", "SUPPRESSED"]
+    );
+
+    // A day later the first two are out of the window.
+    sqlx::query("UPDATE notifications SET created_at = created_at - $1")
+        .bind(25 * 60 * 60 * 1000_i64)
+        .execute(t.db.reader())
+        .await
+        .unwrap();
+    apply(launched("fourth")).await;
+    assert_eq!(
+        statuses(promotions(&t.db).await),
+        ["QUEUED", "QUEUED", "SUPPRESSED", "QUEUED"]
+    );
+}
+
+#[tokio::test]
+async fn marketing_a_user_opted_out_of_does_not_use_up_their_limit() {
+    let t = test_db().await;
+    let handler = Handler {
+        marketing: crate::domain::MarketingLimit {
+            limit: 1,
+            window: Duration::from_secs(60 * 60),
+        },
+    };
+    let user = Uuid::now_v7();
+    let off = Preferences {
+        promotions: false,
+        ..Preferences::default()
+    };
+    let on = Preferences::default();
+    let update = |preferences| {
+        envelope(Event::UserUpdated(UserUpdated {
+            user_id: user,
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+            phone: None,
+            preferences,
+        }))
+    };
+    for envelope in [
+        registered(user, Role::Customer, None, off),
+        launched("while opted out"),
+        update(on),
+        launched("opted in"),
+        launched("one too many"),
+    ] {
+        let mut tx =
+            t.db.begin(EventContext::caused_by(NAME, &envelope))
+                .await
+                .unwrap();
+        handler.handle(&mut tx, &envelope).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let statuses: Vec<String> = promotions(&t.db)
+        .await
+        .into_iter()
+        .map(|(_, status)| status)
+        .collect();
+    assert_eq!(statuses, ["SUPPRESSED", "QUEUED", "SUPPRESSED"]);
 }

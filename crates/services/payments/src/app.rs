@@ -11,9 +11,10 @@ use emporium_platform::storage::{StorageError, Tx};
 use uuid::Uuid;
 
 use crate::{
+    authorizer::AuthorizationRequest,
     breaker::CircuitBreaker,
     domain::PaymentStatus,
-    provider::{self, Authorization, PaymentProvider, RetryPolicy},
+    provider::{self, PaymentProvider, RetryPolicy},
     store::{self, PaymentRow, now_millis},
 };
 
@@ -35,7 +36,8 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-/// The provider as the service calls it: with retries, behind the service's one breaker.
+/// The provider as the service calls it: with retries, behind the service's one breaker (the
+/// platform's concerns around the plain [`crate::authorizer::authorize`]).
 #[derive(Clone)]
 pub struct Authorizer {
     pub provider: Arc<dyn PaymentProvider>,
@@ -87,12 +89,12 @@ async fn authorize_if_ready(
         ))
         .into());
     };
-    let request = Authorization {
-        token: order.token.clone().unwrap_or_default(),
-        amount,
-        currency: currency.clone(),
+    let request = AuthorizationRequest {
+        order_id,
+        amount: Money::new(amount, currency.clone()),
+        payment_token: order.token.clone().unwrap_or_default(),
     };
-    let answer = provider::authorize(
+    let answer = provider::authorize_with_retries(
         authorizer.provider.as_ref(),
         &authorizer.breaker,
         authorizer.retry,

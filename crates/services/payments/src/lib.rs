@@ -12,7 +12,9 @@
 //!   `OrderShipped` and `OrderCancelled` per order, on this one topic, so exactly one of capture
 //!   and void happens;
 //! - `inventory-events`: `InventoryReserved` → the total is authorized by the provider
-//!   ([`provider`]: a few quick retries behind the service's [`breaker::CircuitBreaker`]) →
+//!   ([`authorizer::authorize`], a plain function of the request that also runs as the
+//!   `payment-authorizer` AWS Lambda function, called through [`provider`]: a few quick retries
+//!   behind the service's [`breaker::CircuitBreaker`]) →
 //!   `PaymentAuthorized` | `PaymentFailed` (with the decline reason; `provider_unavailable` when
 //!   this order's own provider calls keep failing). Whichever of `OrderCreated` and
 //!   `InventoryReserved` arrives second triggers the authorization. When the breaker is open and
@@ -24,6 +26,7 @@
 //! has not heard of).
 
 pub mod app;
+pub mod authorizer;
 pub mod breaker;
 pub mod consumers;
 pub mod domain;

@@ -1,66 +1,30 @@
-//! The simulated payment provider (CONTRACT §2 "Payments") and how the service calls it: a few
-//! quick retries with exponential backoff, behind the service's [`CircuitBreaker`].
+//! The payment provider as the service sees it, and how the service calls it: a few quick
+//! retries with exponential backoff, behind the service's [`CircuitBreaker`].
 //!
-//! The provider's answer is a pure function of the token, the amount and the limit ([`decide`]),
-//! so calling it again when a handler's transaction is replayed gives the same answer: no double
-//! effect can come from here.
+//! The provider of the contract is [`SimulatedProvider`], which answers with the plain
+//! [`authorizer::authorize`] function (the same function the `payment-authorizer` Lambda runs).
+//! Its answer depends on the request and the limit alone, so calling it again when a handler's
+//! transaction is replayed gives the same answer: no double effect can come from here.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use emporium_events::DeclineReason;
 
-use crate::breaker::CircuitBreaker;
-
-/// What the provider says about an authorization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Approved,
-    Declined(DeclineReason),
-    /// The provider failed this time (a timeout, a 5xx): try again.
-    Unavailable,
-}
-
-/// The simulated provider's rules. The token is checked first (a card the provider cannot use
-/// says nothing about the amount), then the limit, then what the card's issuer says.
-pub fn decide(token: &str, amount: i64, limit: i64) -> Decision {
-    let issuer = match token {
-        "tok_providerError" => return Decision::Unavailable,
-        "tok_visa" | "tok_mastercard" => Decision::Approved,
-        "tok_chargeDeclined" => Decision::Declined(DeclineReason::CardDeclined),
-        "tok_insufficientFunds" => Decision::Declined(DeclineReason::InsufficientFunds),
-        _ => return Decision::Declined(DeclineReason::InvalidPaymentMethod),
-    };
-    if amount > limit {
-        return Decision::Declined(DeclineReason::AmountLimitExceeded);
-    }
-    issuer
-}
-
-/// What is asked of the provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorization {
-    pub token: String,
-    /// Minor units.
-    pub amount: i64,
-    pub currency: String,
-}
+use crate::{
+    authorizer::{self, AuthorizationOutcome, AuthorizationRequest},
+    breaker::CircuitBreaker,
+};
 
 /// A payment provider.
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
-    /// Approved or declined; `Err` when the provider failed transiently.
-    async fn authorize(
-        &self,
-        request: &Authorization,
-    ) -> Result<Result<(), DeclineReason>, Unavailable>;
+    /// Authorized, declined, or [`AuthorizationOutcome::Unavailable`] when the provider failed
+    /// transiently.
+    async fn authorize(&self, request: &AuthorizationRequest) -> AuthorizationOutcome;
 }
 
-/// The provider failed transiently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unavailable;
-
-/// The provider of the contract, deciding by [`decide`].
+/// The provider of the contract: [`authorizer::authorize`].
 #[derive(Debug, Clone, Copy)]
 pub struct SimulatedProvider {
     /// `EMPORIUM_PAYMENT_LIMIT`: the largest total it authorizes.
@@ -69,15 +33,8 @@ pub struct SimulatedProvider {
 
 #[async_trait]
 impl PaymentProvider for SimulatedProvider {
-    async fn authorize(
-        &self,
-        request: &Authorization,
-    ) -> Result<Result<(), DeclineReason>, Unavailable> {
-        match decide(&request.token, request.amount, self.limit) {
-            Decision::Approved => Ok(Ok(())),
-            Decision::Declined(reason) => Ok(Err(reason)),
-            Decision::Unavailable => Err(Unavailable),
-        }
+    async fn authorize(&self, request: &AuthorizationRequest) -> AuthorizationOutcome {
+        authorizer::authorize(request, self.limit)
     }
 }
 
@@ -124,11 +81,11 @@ pub struct Deferred;
 /// everyone else's orders back until it closes, and declines none of them; an order whose own
 /// calls fail is still declined, after at most `policy.attempts` calls, and is never deferred
 /// again after its first failed call.
-pub async fn authorize(
+pub async fn authorize_with_retries(
     provider: &dyn PaymentProvider,
     breaker: &CircuitBreaker,
     policy: RetryPolicy,
-    request: &Authorization,
+    request: &AuthorizationRequest,
 ) -> Result<Result<(), DeclineReason>, Deferred> {
     let mut failed = false;
     for attempt in 1..=policy.attempts.max(1) {
@@ -144,11 +101,16 @@ pub async fn authorize(
             break;
         }
         match provider.authorize(request).await {
-            Ok(answer) => {
+            AuthorizationOutcome::Authorized => {
                 breaker.succeeded();
-                return Ok(answer);
+                return Ok(Ok(()));
             }
-            Err(Unavailable) => {
+            // A decline is the provider working: it counts for the breaker like an approval.
+            AuthorizationOutcome::Declined { reason } => {
+                breaker.succeeded();
+                return Ok(Err(reason));
+            }
+            AuthorizationOutcome::Unavailable => {
                 breaker.failed();
                 failed = true;
                 tracing::warn!(attempt, "payment provider failed");
@@ -170,49 +132,6 @@ mod tests {
 
     const LIMIT: i64 = 1_000_000;
 
-    #[test]
-    fn every_token_gets_its_answer() {
-        let cases = [
-            ("tok_visa", Decision::Approved),
-            ("tok_mastercard", Decision::Approved),
-            (
-                "tok_chargeDeclined",
-                Decision::Declined(DeclineReason::CardDeclined),
-            ),
-            (
-                "tok_insufficientFunds",
-                Decision::Declined(DeclineReason::InsufficientFunds),
-            ),
-            ("tok_providerError", Decision::Unavailable),
-            (
-                "tok_unknown",
-                Decision::Declined(DeclineReason::InvalidPaymentMethod),
-            ),
-            ("", Decision::Declined(DeclineReason::InvalidPaymentMethod)),
-            (
-                "TOK_VISA",
-                Decision::Declined(DeclineReason::InvalidPaymentMethod),
-            ),
-        ];
-        for (token, expected) in cases {
-            assert_eq!(decide(token, 1999, LIMIT), expected, "{token:?}");
-        }
-    }
-
-    #[test]
-    fn the_limit_is_inclusive_and_applies_to_usable_cards() {
-        assert_eq!(decide("tok_visa", LIMIT, LIMIT), Decision::Approved);
-        let over = Decision::Declined(DeclineReason::AmountLimitExceeded);
-        assert_eq!(decide("tok_visa", LIMIT + 1, LIMIT), over);
-        assert_eq!(decide("tok_mastercard", LIMIT + 1, LIMIT), over);
-        assert_eq!(decide("tok_chargeDeclined", LIMIT + 1, LIMIT), over);
-        // A token the provider cannot use is refused as such, whatever the amount.
-        assert_eq!(
-            decide("tok_nope", LIMIT + 1, LIMIT),
-            Decision::Declined(DeclineReason::InvalidPaymentMethod)
-        );
-    }
-
     /// Fails `failures` times, then answers with the simulator.
     struct Flaky {
         failures: u32,
@@ -221,13 +140,10 @@ mod tests {
 
     #[async_trait]
     impl PaymentProvider for Flaky {
-        async fn authorize(
-            &self,
-            request: &Authorization,
-        ) -> Result<Result<(), DeclineReason>, Unavailable> {
+        async fn authorize(&self, request: &AuthorizationRequest) -> AuthorizationOutcome {
             let call = self.calls.fetch_add(1, Ordering::SeqCst);
             if call < self.failures {
-                return Err(Unavailable);
+                return AuthorizationOutcome::Unavailable;
             }
             SimulatedProvider { limit: LIMIT }.authorize(request).await
         }
@@ -240,11 +156,11 @@ mod tests {
         }
     }
 
-    fn request(token: &str) -> Authorization {
-        Authorization {
-            token: token.into(),
-            amount: 1999,
-            currency: "USD".into(),
+    fn request(token: &str) -> AuthorizationRequest {
+        AuthorizationRequest {
+            order_id: uuid::Uuid::now_v7(),
+            amount: emporium_events::Money::new(1999, "USD"),
+            payment_token: token.into(),
         }
     }
 
@@ -253,7 +169,7 @@ mod tests {
         let provider = flaky(2);
         let breaker = CircuitBreaker::default();
         let started = tokio::time::Instant::now();
-        let answer = authorize(
+        let answer = authorize_with_retries(
             &provider,
             &breaker,
             RetryPolicy::default(),
@@ -271,7 +187,7 @@ mod tests {
     async fn a_provider_that_stays_down_ends_provider_unavailable() {
         let breaker = CircuitBreaker::default();
         let started = tokio::time::Instant::now();
-        let answer = authorize(
+        let answer = authorize_with_retries(
             &SimulatedProvider { limit: LIMIT },
             &breaker,
             RetryPolicy::default(),
@@ -294,7 +210,7 @@ mod tests {
             cool_down: Duration::from_secs(5),
         });
         for _ in 0..3 {
-            let answer = authorize(
+            let answer = authorize_with_retries(
                 &provider,
                 &breaker,
                 RetryPolicy::default(),
@@ -311,7 +227,7 @@ mod tests {
     async fn open(breaker: &CircuitBreaker) {
         let down = SimulatedProvider { limit: LIMIT };
         for _ in 0..2 {
-            let answer = authorize(
+            let answer = authorize_with_retries(
                 &down,
                 breaker,
                 RetryPolicy::default(),
@@ -336,7 +252,7 @@ mod tests {
         // calling the provider.
         let provider = flaky(0);
         let started = tokio::time::Instant::now();
-        let answer = authorize(
+        let answer = authorize_with_retries(
             &provider,
             &breaker,
             RetryPolicy::default(),
@@ -349,7 +265,7 @@ mod tests {
 
         // After the cool-down the trial call goes through and closes the breaker.
         tokio::time::advance(Duration::from_secs(5)).await;
-        let answer = authorize(
+        let answer = authorize_with_retries(
             &provider,
             &breaker,
             RetryPolicy::default(),
@@ -370,7 +286,7 @@ mod tests {
         let down = SimulatedProvider { limit: LIMIT };
         let policy = RetryPolicy::default();
         assert_eq!(
-            authorize(&down, &breaker, policy, &request("tok_providerError")).await,
+            authorize_with_retries(&down, &breaker, policy, &request("tok_providerError")).await,
             Err(Deferred),
             "refused before trying: deferred like everyone else"
         );
@@ -378,7 +294,7 @@ mod tests {
         // refuses its next attempt, and this time the order is declined, not deferred again.
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(
-            authorize(&down, &breaker, policy, &request("tok_providerError")).await,
+            authorize_with_retries(&down, &breaker, policy, &request("tok_providerError")).await,
             Ok(Err(DeclineReason::ProviderUnavailable))
         );
         assert_eq!(breaker.state(), BreakerState::Open);

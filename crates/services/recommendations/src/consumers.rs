@@ -1,0 +1,47 @@
+//! The recommendations event handler: `product-events`, `inventory-events` and `order-events`
+//! into the use cases of [`crate::app`]. Each event is applied once (the consumer's inbox).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use emporium_events::{Envelope, Event};
+use emporium_platform::{
+    bus::consumer::{EventHandler, HandlerError},
+    storage::Tx,
+};
+
+use crate::{app, store::now_millis};
+
+/// Handles every event recommendations consumes; ignores the rest of those topics.
+pub struct RecommendationsHandler {
+    /// A user gets the recommendations email at most once per this period.
+    pub email_period: Duration,
+}
+
+#[async_trait]
+impl EventHandler for RecommendationsHandler {
+    async fn handle(&self, tx: &mut Tx, envelope: &Envelope) -> Result<(), HandlerError> {
+        // When the producer says it happened: product timestamps, and the order of stock
+        // announcements that travel on different partitions.
+        let at = envelope.occurred_at.timestamp_millis();
+        match &envelope.event {
+            Event::ProductCreated(e) => app::product_created(tx, e, at).await?,
+            Event::ProductUpdated(e) => app::product_updated(tx, e, at).await?,
+            Event::ProductDeleted(e) => app::product_deleted(tx, e, at).await?,
+            Event::StockAdjusted(e) => {
+                app::stock_announced(tx, e.product_id, e.available, at).await?
+            }
+            Event::LowStock(e) => app::stock_announced(tx, e.product_id, e.available, at).await?,
+            Event::InventoryRejected(e) => {
+                app::stock_announced(tx, e.product_id, e.available, at).await?
+            }
+            Event::OrderCreated(e) => app::order_created(tx, e, now_millis()).await?,
+            Event::OrderConfirmed(e) => {
+                app::order_confirmed(tx, e, now_millis(), self.email_period).await?
+            }
+            Event::OrderCancelled(e) => app::order_cancelled(tx, e, now_millis()).await?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
