@@ -144,41 +144,7 @@ async fn a_promotion_reaches_each_opted_in_user_once_and_is_not_sent_again_after
     let bob = platform.register("bob@example.com").await;
     wait_for_welcome(&platform, &ada).await;
     wait_for_welcome(&platform, &bob).await;
-    let patched = platform
-        .call(
-            Method::PATCH,
-            "/api/users/me",
-            Some(&bob.token),
-            Some(json!({"preferences": {"promotions": false}})),
-        )
-        .await;
-    assert_eq!(patched.status, 200, "{patched:?}");
-    // Bob's choice must reach notifications before the launch does (they travel on different
-    // topics): his UserUpdated is in the log, and notifications has consumed everything.
-    platform
-        .wait_for("bob's UserUpdated in the log", || async {
-            let events = platform
-                .get_as(
-                    &format!(
-                        "/api/admin/events?aggregateId={}&type=UserUpdated",
-                        bob.user_id
-                    ),
-                    &admin.token,
-                )
-                .await;
-            events.body.as_array().is_some_and(|e| !e.is_empty())
-        })
-        .await;
-    platform
-        .wait_for("notifications to catch up", || async {
-            let stats = platform.get_as("/api/admin/stats", &admin.token).await;
-            stats.body["consumerLag"].as_array().is_some_and(|groups| {
-                groups
-                    .iter()
-                    .any(|g| g["group"] == "notifications" && g["lag"] == 0)
-            })
-        })
-        .await;
+    platform.opt_out(&admin, &bob, "promotions").await;
 
     // Whole milliseconds: what the service keeps of a time.
     let starts_at = in_millis(Utc::now() + TimeDelta::seconds(1));

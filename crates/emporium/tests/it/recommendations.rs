@@ -94,6 +94,20 @@ async fn buyers_of_a_are_recommended_b_and_everyone_else_best_sellers() {
     for field in ["id", "name", "description", "category", "price"] {
         assert_eq!(product[field], catalog.body[field], "{field}");
     }
+    // GraphQL shows the same, reason included.
+    let graphql = platform
+        .graphql(
+            Some(&ada.token),
+            "{ recommendations(limit: 2) { score reason product { name stock } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        graphql["data"]["recommendations"][0],
+        json!({"score": 3.2, "reason": "Often bought with Espresso Machine",
+               "product": {"name": "Grinder", "stock": 98}}),
+        "{graphql}"
+    );
 
     // Someone who bought nothing gets the best sellers.
     let newcomer = platform.register("new@example.com").await;
@@ -220,17 +234,6 @@ async fn recommendation_notifications(platform: &Platform, session: &Session) ->
         .collect()
 }
 
-async fn wait_for_group(platform: &Platform, admin: &Session, group: &str) {
-    platform
-        .wait_for(&format!("{group} to catch up"), || async {
-            let stats = platform.get_as("/api/admin/stats", &admin.token).await;
-            stats.body["consumerLag"]
-                .as_array()
-                .is_some_and(|groups| groups.iter().any(|g| g["group"] == group && g["lag"] == 0))
-        })
-        .await;
-}
-
 /// Waits until everything the recommendations service emitted so far is on the log and the
 /// notifications service has consumed it.
 async fn wait_for_quiet(platform: &Platform, admin: &Session) {
@@ -244,7 +247,7 @@ async fn wait_for_quiet(platform: &Platform, admin: &Session) {
             })
         })
         .await;
-    wait_for_group(platform, admin, "notifications").await;
+    platform.wait_for_group(admin, "notifications").await;
 }
 
 #[tokio::test]
@@ -261,32 +264,7 @@ async fn the_recommendations_email_reaches_an_opted_in_user_once_and_not_one_who
 
     let ada = platform.register("ada@example.com").await;
     let bob = platform.register("bob@example.com").await;
-    let patched = platform
-        .call(
-            Method::PATCH,
-            "/api/users/me",
-            Some(&bob.token),
-            Some(json!({"preferences": {"recommendations": false}})),
-        )
-        .await;
-    assert_eq!(patched.status, 200, "{patched:?}");
-    // Bob's choice must reach notifications before his recommendations do (they travel on
-    // different topics): his UserUpdated is in the log, and notifications has consumed it.
-    platform
-        .wait_for("bob's UserUpdated in the log", || async {
-            let events = platform
-                .get_as(
-                    &format!(
-                        "/api/admin/events?aggregateId={}&type=UserUpdated",
-                        bob.user_id
-                    ),
-                    &admin.token,
-                )
-                .await;
-            events.body.as_array().is_some_and(|e| !e.is_empty())
-        })
-        .await;
-    wait_for_group(&platform, &admin, "notifications").await;
+    platform.opt_out(&admin, &bob, "recommendations").await;
 
     buy(&platform, &ada, &[&machine]).await;
     let sent = platform

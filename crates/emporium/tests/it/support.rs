@@ -269,16 +269,44 @@ impl Platform {
         .await;
         // The product event is on the log now (inventory has it); once the orders service has caught
         // up too, its price read model knows the product and orders for it are accepted.
-        self.wait_for(&format!("orders to know {name}"), || async {
+        self.wait_for_group(admin, "orders").await;
+        id
+    }
+
+    /// Waits until consumer group `group` has consumed everything on the log so far.
+    pub async fn wait_for_group(&self, admin: &Session, group: &str) {
+        self.wait_for(&format!("{group} to catch up"), || async {
             let stats = self.get_as("/api/admin/stats", &admin.token).await;
-            stats.body["consumerLag"].as_array().is_some_and(|groups| {
-                groups
-                    .iter()
-                    .any(|g| g["group"] == "orders" && g["lag"] == 0)
-            })
+            stats.body["consumerLag"]
+                .as_array()
+                .is_some_and(|groups| groups.iter().any(|g| g["group"] == group && g["lag"] == 0))
         })
         .await;
-        id
+    }
+
+    /// Turns `preference` (`promotions`, `recommendations`, ...) off for `session`, and waits until
+    /// notifications knows: the `UserUpdated` is on the log and notifications has consumed it (the
+    /// change travels on `user-events`, what it gates on other topics, so a test must wait).
+    pub async fn opt_out(&self, admin: &Session, session: &Session, preference: &str) {
+        let patched = self
+            .call(
+                reqwest::Method::PATCH,
+                "/api/users/me",
+                Some(&session.token),
+                Some(serde_json::json!({"preferences": {preference: false}})),
+            )
+            .await;
+        assert_eq!(patched.status, 200, "{patched:?}");
+        let path = format!(
+            "/api/admin/events?aggregateId={}&type=UserUpdated",
+            session.user_id
+        );
+        self.wait_for("the UserUpdated in the log", || async {
+            let events = self.get_as(&path, &admin.token).await;
+            events.body.as_array().is_some_and(|e| !e.is_empty())
+        })
+        .await;
+        self.wait_for_group(admin, "notifications").await;
     }
 
     /// Places an order for `items` (product id, quantity) paid with `payment_token`.

@@ -21,8 +21,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use emporium_events::{
-    Event, Money, OrderCancelled, OrderConfirmed, OrderCreated, ProductCreated, ProductDeleted,
-    ProductUpdated, RecommendationsIssued,
+    Event, Money, OrderCancelled, OrderConfirmed, OrderCreated, ProductDeleted,
+    RecommendationsIssued,
 };
 use emporium_platform::{
     cache::Cache,
@@ -309,39 +309,13 @@ impl Recommender {
 
 // ------------------------------------------------------------------ events
 
-/// `ProductCreated`: a product the model can recommend once it sells.
-pub async fn product_created(
+/// `ProductCreated` or `ProductUpdated` (both carry the whole description): a product the model
+/// can recommend once it sells, with the name reasons give and the category affinity counts.
+pub async fn product_described(
     tx: &mut Tx,
-    event: &ProductCreated,
-    at: i64,
+    change: &ProductChange<'_>,
 ) -> Result<(), StorageError> {
-    let change = ProductChange {
-        id: event.product_id,
-        name: &event.name,
-        description: event.description.as_deref(),
-        category: &event.category,
-        price: &event.price,
-        at,
-    };
-    store::upsert_product(tx.conn(), &change).await?;
-    store::bump_generation(tx.conn()).await
-}
-
-/// `ProductUpdated`: the product's new description (names in reasons, categories in affinity).
-pub async fn product_updated(
-    tx: &mut Tx,
-    event: &ProductUpdated,
-    at: i64,
-) -> Result<(), StorageError> {
-    let change = ProductChange {
-        id: event.product_id,
-        name: &event.name,
-        description: event.description.as_deref(),
-        category: &event.category,
-        price: &event.price,
-        at,
-    };
-    store::upsert_product(tx.conn(), &change).await?;
+    store::upsert_product(tx.conn(), change).await?;
     store::bump_generation(tx.conn()).await
 }
 

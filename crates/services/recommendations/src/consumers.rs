@@ -4,13 +4,16 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use emporium_events::{Envelope, Event};
+use emporium_events::{Envelope, Event, ProductCreated, ProductUpdated};
 use emporium_platform::{
     bus::consumer::{EventHandler, HandlerError},
     storage::Tx,
 };
 
-use crate::{app, store::now_millis};
+use crate::{
+    app,
+    store::{ProductChange, now_millis},
+};
 
 /// Handles every event recommendations consumes; ignores the rest of those topics.
 pub struct RecommendationsHandler {
@@ -25,8 +28,31 @@ impl EventHandler for RecommendationsHandler {
         // announcements that travel on different partitions.
         let at = envelope.occurred_at.timestamp_millis();
         match &envelope.event {
-            Event::ProductCreated(e) => app::product_created(tx, e, at).await?,
-            Event::ProductUpdated(e) => app::product_updated(tx, e, at).await?,
+            Event::ProductCreated(ProductCreated {
+                product_id,
+                name,
+                description,
+                category,
+                price,
+                ..
+            })
+            | Event::ProductUpdated(ProductUpdated {
+                product_id,
+                name,
+                description,
+                category,
+                price,
+            }) => {
+                let change = ProductChange {
+                    id: *product_id,
+                    name,
+                    description: description.as_deref(),
+                    category,
+                    price,
+                    at,
+                };
+                app::product_described(tx, &change).await?
+            }
             Event::ProductDeleted(e) => app::product_deleted(tx, e, at).await?,
             Event::StockAdjusted(e) => {
                 app::stock_announced(tx, e.product_id, e.available, at).await?
