@@ -1,4 +1,6 @@
-//! `emporium`: the one binary. `up` (the default) runs the whole platform in one process.
+//! `emporium`: the one binary. `up` (the default) runs the whole platform in one process; `serve
+//! <service>` and `gateway` run one part each, for the distributed mode; `migrate` prepares the
+//! databases.
 
 mod bench;
 mod dashboard;
@@ -73,6 +75,21 @@ impl ConfigFlags {
 enum Command {
     /// Run the whole platform in one process (the default).
     Up,
+    /// Run one service as its own process: its `/api` routes, consumers, relay, `/health`, `/metrics`.
+    Serve {
+        /// users, catalog, inventory, orders, payments, shipping, notifications, recommendations,
+        /// promotions or operations.
+        service: String,
+    },
+    /// Run the gateway alone, in front of services running as their own processes
+    /// (their addresses are `[gateway.services]` in the configuration).
+    Gateway,
+    /// Create or update the databases' schemas, then exit.
+    Migrate {
+        /// Only this service's database (default: every one).
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// List, replay or delete dead letters (with the platform stopped: it owns the data directory).
     Dlq {
         #[command(subcommand)]
@@ -123,20 +140,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config.load()?;
     telemetry::init_logging(&config.log).map_err(anyhow::Error::msg)?;
     match cli.command.unwrap_or(Command::Up) {
-        Command::Up => up(config, started).await,
+        Command::Up => up(config, platform::Part::Everything, started).await,
+        Command::Serve { service } => {
+            let name = platform::service_name(&service)?;
+            up(config, platform::Part::Service(name), started).await
+        }
+        Command::Gateway => up(config, platform::Part::Gateway, started).await,
+        Command::Migrate { service } => {
+            let names = match service {
+                Some(name) => vec![platform::service_name(&name)?],
+                None => platform::service_names(),
+            };
+            platform::migrate(&config, &names).await?;
+            eprintln!("Migrated: {}.", names.join(", "));
+            Ok(())
+        }
         Command::Dlq { action } => dead_letters(config, action).await,
         Command::BenchBus(args) => bench::bus(args).await,
         Command::Load(args) => load::run(args).await,
     }
 }
 
-async fn up(config: Config, started: Instant) -> anyhow::Result<()> {
+async fn up(config: Config, part: platform::Part, started: Instant) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
-    let running = platform::start(config).await?;
+    let running = platform::start(config, part).await?;
+    let what = match part {
+        platform::Part::Everything => "Emporium".to_owned(),
+        platform::Part::Service(name) => format!("The {name} service"),
+        platform::Part::Gateway => "The gateway".to_owned(),
+    };
     tracing::info!(address = %running.addr, data_dir = %data_dir.display(),
-        startup_ms = started.elapsed().as_millis() as u64, "emporium is up");
+        startup_ms = started.elapsed().as_millis() as u64, "{what} is up");
     eprintln!(
-        "Emporium is up on http://{} (data in {}, started in {} ms). Ctrl-C stops it.",
+        "{what} is up on http://{} (data in {}, started in {} ms). Ctrl-C stops it.",
         running.addr,
         data_dir.display(),
         started.elapsed().as_millis()
@@ -167,8 +203,10 @@ async fn shutdown_signal() {
 }
 
 async fn dead_letters(config: Config, action: DlqAction) -> anyhow::Result<()> {
-    let stores = platform::Stores::open(&config).await?;
-    let store = &stores.dead_letters;
+    let stores = platform::Stores::open(&config, &[platform::OPERATIONS]).await?;
+    let store = &stores
+        .dead_letters()
+        .context("the operations database holds the dead letters")?;
     // Take in what reached the dead-letter topics since the platform last ran.
     let collecting = store
         .collect(&[])

@@ -1,10 +1,12 @@
-//! The composition root of the embedded platform: one process, every service, the event log, the
-//! relays, the consumers and the gateway's HTTP server.
+//! The composition root: what a process runs ([`Part`]: everything, one service, or the gateway)
+//! on the backends the configuration names (SQLite files and the embedded log, or PostgreSQL and
+//! Kafka), with the relays, the consumers and the HTTP server.
 
 use std::{fs::File, net::SocketAddr, sync::Arc};
 
 use anyhow::{Context, bail};
 use axum::{Router, extract::DefaultBodyLimit, middleware};
+use emporium_gateway::client::Upstreams;
 use emporium_platform::{
     api,
     auth::Tokens,
@@ -18,8 +20,19 @@ use emporium_platform::{
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tower_http::timeout::TimeoutLayer;
 
+/// What one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Every service, the operations endpoints and the gateway, in process (`emporium up`).
+    Everything,
+    /// One service, with its own `/api` routes, `/health` and `/metrics` (`emporium serve <name>`).
+    Service(&'static str),
+    /// The gateway alone, reaching the services over HTTP (`emporium gateway`).
+    Gateway,
+}
+
 /// Every service of the platform, in start order.
-pub fn implemented() -> Vec<Arc<dyn Service>> {
+pub fn services() -> Vec<Arc<dyn Service>> {
     vec![
         Arc::new(emporium_users::UsersService),
         Arc::new(emporium_catalog::CatalogService),
@@ -33,21 +46,30 @@ pub fn implemented() -> Vec<Arc<dyn Service>> {
     ]
 }
 
-/// Every service of the platform; each owns a database named after it.
-pub const SERVICES: [&str; 9] = [
-    "users",
-    "catalog",
-    "inventory",
-    "orders",
-    "payments",
-    "shipping",
-    "notifications",
-    "recommendations",
-    "promotions",
-];
+/// The operations service: the admin event index, statistics, dead letters and the live feed.
+pub const OPERATIONS: &str = crate::operations::NAME;
 
-/// The operations database: dead letters and other platform-wide records.
-const OPERATIONS: &str = "operations";
+/// Every name `emporium serve` accepts: each owns a database named after it.
+pub fn service_names() -> Vec<&'static str> {
+    services()
+        .iter()
+        .map(|s| s.name())
+        .chain([OPERATIONS])
+        .collect()
+}
+
+/// The name as `emporium serve` knows it, or an error listing the known ones.
+pub fn service_name(name: &str) -> anyhow::Result<&'static str> {
+    service_names()
+        .into_iter()
+        .find(|known| *known == name)
+        .with_context(|| {
+            format!(
+                "no service `{name}`; the services are {}",
+                service_names().join(", ")
+            )
+        })
+}
 
 /// Holds the data directory for this process: two platforms on one directory would each think they
 /// own the event log's offsets.
@@ -80,55 +102,106 @@ impl DataDirLock {
     }
 }
 
-/// The platform's storage: the event log, a database per service, the operations database.
+/// The event bus the configuration names: the embedded log in the data directory, or Kafka.
+async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
+    if let Some(brokers) = &config.kafka_brokers {
+        bail!(
+            "kafka_brokers is set ({brokers}), but this build has no Kafka adapter yet; unset it to use the embedded event log"
+        );
+    }
+    let log = SqliteEventLog::open(&config.sqlite_path("events"), config.bus.partitions)
+        .await
+        .context("cannot open the event log")?;
+    Ok(Arc::new(log))
+}
+
+/// A service's database: a SQLite file in the data directory, or its own database on the
+/// PostgreSQL server.
+async fn open_db(config: &Config, name: &str) -> anyhow::Result<Db> {
+    if let Some(_url) = &config.database_url {
+        bail!(
+            "database_url is set, but this build has no PostgreSQL storage yet; unset it to use SQLite files"
+        );
+    }
+    Db::open_sqlite(name, &config.sqlite_path(name))
+        .await
+        .with_context(|| format!("cannot open the {name} database"))
+}
+
+/// The storage of one process: the event bus and the databases of the services it runs.
 pub struct Stores {
     pub bus: Arc<dyn EventBus>,
-    pub services: Vec<(&'static str, Db)>,
-    pub operations: Db,
-    pub dead_letters: dlq::DeadLetterStore,
-    _lock: DataDirLock,
+    pub dbs: Vec<(&'static str, Db)>,
+    _lock: Option<DataDirLock>,
 }
 
 impl Stores {
-    pub async fn open(config: &Config) -> anyhow::Result<Stores> {
-        let lock = DataDirLock::acquire(config)?;
-        let log = SqliteEventLog::open(&config.sqlite_path("events"), config.bus.partitions)
-            .await
-            .context("cannot open the event log")?;
-        let bus: Arc<dyn EventBus> = Arc::new(log);
-        let mut services = Vec::with_capacity(SERVICES.len());
-        for name in SERVICES {
-            let db = Db::open_sqlite(name, &config.sqlite_path(name))
-                .await
-                .with_context(|| format!("cannot open the {name} database"))?;
-            services.push((name, db));
+    /// Opens the bus and the databases of `names` (with their platform tables migrated).
+    pub async fn open(config: &Config, names: &[&'static str]) -> anyhow::Result<Stores> {
+        // SQLite files and the embedded log belong to one process at a time.
+        let lock = if config.database_url.is_none() || config.kafka_brokers.is_none() {
+            Some(DataDirLock::acquire(config)?)
+        } else {
+            None
+        };
+        let bus = open_bus(config).await?;
+        let mut dbs = Vec::with_capacity(names.len());
+        for name in names {
+            let db = open_db(config, name).await?;
+            if *name == OPERATIONS {
+                db.migrate(dlq::MIGRATIONS)
+                    .await
+                    .context("cannot migrate the operations database")?;
+            }
+            dbs.push((*name, db));
         }
-        let operations = Db::open_sqlite(OPERATIONS, &config.sqlite_path(OPERATIONS))
-            .await
-            .context("cannot open the operations database")?;
-        operations
-            .migrate(dlq::MIGRATIONS)
-            .await
-            .context("cannot migrate the operations database")?;
-        let dead_letters = dlq::DeadLetterStore::new(operations.clone(), bus.clone());
         Ok(Stores {
             bus,
-            services,
-            operations,
-            dead_letters,
+            dbs,
             _lock: lock,
         })
     }
 
+    pub fn db(&self, name: &str) -> Option<&Db> {
+        self.dbs.iter().find(|(n, _)| *n == name).map(|(_, db)| db)
+    }
+
+    /// The dead-letter store, where the operations database is open.
+    pub fn dead_letters(&self) -> Option<dlq::DeadLetterStore> {
+        self.db(OPERATIONS)
+            .map(|db| dlq::DeadLetterStore::new(db.clone(), self.bus.clone()))
+    }
+
     async fn close(&self) {
-        for (_, db) in &self.services {
+        for (_, db) in &self.dbs {
             db.close().await;
         }
-        self.operations.close().await;
     }
 }
 
-/// A started platform.
+/// Runs every migration of `names` (the service's tables and the platform's own) and returns.
+pub async fn migrate(config: &Config, names: &[&'static str]) -> anyhow::Result<()> {
+    let stores = Stores::open(config, names).await?;
+    let operations = operations_service(&stores);
+    for service in services().into_iter().chain(operations) {
+        if let Some(db) = stores.db(service.name()) {
+            db.migrate(service.migrations())
+                .await
+                .with_context(|| format!("cannot migrate the {} database", service.name()))?;
+        }
+    }
+    stores.close().await;
+    Ok(())
+}
+
+fn operations_service(stores: &Stores) -> Option<Arc<dyn Service>> {
+    Some(Arc::new(crate::operations::OperationsService {
+        dead_letters: stores.dead_letters()?,
+        live: crate::operations::LiveFeed::new(),
+    }))
+}
+
+/// A started process.
 pub struct Running {
     workers: Vec<Workers>,
     pub addr: SocketAddr,
@@ -140,16 +213,27 @@ pub struct Running {
     grace: std::time::Duration,
 }
 
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+/// Starts what `part` names, on the backends the configuration names.
+pub async fn start(config: Config, part: Part) -> anyhow::Result<Running> {
     // Install the recorder before anything records.
     telemetry::metrics();
-    let stores = Stores::open(&config).await?;
+    let names: Vec<&'static str> = match part {
+        Part::Everything => service_names(),
+        Part::Service(name) => vec![name],
+        Part::Gateway => Vec::new(),
+    };
+    if part != Part::Everything && config.jwt_secret.is_none() {
+        bail!(
+            "jwt_secret must be set when services run as separate processes: they must all verify the same tokens"
+        );
+    }
+    let stores = Stores::open(&config, &names).await?;
     let (stop, stop_rx) = watch::channel(false);
     // Relays stop last, after the consumers, so that what the last batches emit is published too.
     let (stop_relays, relays_stop_rx) = watch::channel(false);
 
     let mut relays = JoinSet::new();
-    for (_, db) in &stores.services {
+    for (_, db) in &stores.dbs {
         relays.spawn(
             Relay::new(db.clone(), stores.bus.clone(), config.bus.relay_batch)
                 .run(relays_stop_rx.clone()),
@@ -158,21 +242,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let tokens = Tokens::load(config.jwt_secret.as_deref(), &config.data_dir)
         .context("cannot read or create the token secret in the data directory")?;
+    let live = crate::operations::LiveFeed::new();
     let mut api = Router::new();
     let mut workers = Vec::new();
-    let live = crate::operations::LiveFeed::new();
-    let operations: Arc<dyn Service> = Arc::new(crate::operations::OperationsService {
-        dead_letters: stores.dead_letters.clone(),
-        live: live.clone(),
-    });
-    for service in implemented().into_iter().chain([operations]) {
-        let db = stores
-            .services
-            .iter()
-            .chain([&(OPERATIONS, stores.operations.clone())])
-            .find(|(name, _)| *name == service.name())
-            .map(|(_, db)| db.clone())
-            .with_context(|| format!("no database for service {}", service.name()))?;
+    let operations: Option<Arc<dyn Service>> =
+        stores
+            .dead_letters()
+            .map(|dead_letters| -> Arc<dyn Service> {
+                Arc::new(crate::operations::OperationsService {
+                    dead_letters,
+                    live: live.clone(),
+                })
+            });
+    for service in services().into_iter().chain(operations) {
+        let Some(db) = stores.db(service.name()).cloned() else {
+            continue;
+        };
         db.migrate(service.migrations())
             .await
             .with_context(|| format!("cannot migrate the {} database", service.name()))?;
@@ -193,20 +278,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         workers.push(service_workers);
     }
 
-    // The services' routes, reached by the gateway in process (distributed: over HTTP).
+    // The services' routes, as a service process serves them (and the embedded gateway calls them).
     let services = api
         .fallback(http::not_found)
         .layer(axum::Extension(tokens.clone()))
         .layer(DefaultBodyLimit::max(config.http.body_limit));
-    let gateway = emporium_gateway::Gateway {
-        upstreams: emporium_gateway::client::Upstreams::in_process(services),
-        tokens: tokens.clone(),
-        events: Arc::new(move || live.subscribe()),
-        config: config.gateway.clone(),
-        body_limit: config.http.body_limit,
-    }
-    .router();
-    let app = router(&config, &stores, gateway, tokens);
+    let upstreams = match part {
+        Part::Everything => Some(Upstreams::in_process(services.clone())),
+        Part::Gateway => Some(Upstreams::over_http(
+            &config.gateway.services,
+            config.http.request_timeout,
+        )),
+        Part::Service(_) => None,
+    };
+    let front = match upstreams {
+        Some(upstreams) => emporium_gateway::Gateway {
+            upstreams,
+            tokens: tokens.clone(),
+            events: Arc::new(move || live.subscribe()),
+            config: config.gateway.clone(),
+            body_limit: config.http.body_limit,
+        }
+        .router()
+        .merge(crate::dashboard::router(config.admin_email.is_some())),
+        None => services,
+    };
+    let app = router(&config, &stores, front, part, tokens);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
@@ -234,9 +331,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-fn router(config: &Config, stores: &Stores, gateway: Router, tokens: Arc<Tokens>) -> Router {
+fn router(
+    config: &Config,
+    stores: &Stores,
+    front: Router,
+    part: Part,
+    tokens: Arc<Tokens>,
+) -> Router {
     let mut checks: Vec<(String, Arc<dyn HealthCheck>)> = stores
-        .services
+        .dbs
         .iter()
         .map(|(name, db)| {
             (
@@ -246,20 +349,22 @@ fn router(config: &Config, stores: &Stores, gateway: Router, tokens: Arc<Tokens>
         })
         .collect();
     checks.push(("event-log".to_owned(), Arc::new(stores.bus.clone())));
-    checks.push((OPERATIONS.to_owned(), Arc::new(stores.operations.clone())));
     let health = Health {
-        service: "gateway".to_owned(),
+        service: match part {
+            Part::Service(name) => name.to_owned(),
+            Part::Everything | Part::Gateway => "gateway".to_owned(),
+        },
         checks,
     };
     let refresh = {
         let bus = stores.bus.clone();
-        let services = stores.services.clone();
-        let dead_letters = stores.dead_letters.clone();
+        let dbs = stores.dbs.clone();
+        let dead_letters = stores.dead_letters();
         move || {
             let bus = bus.clone();
-            let services = services.clone();
+            let dbs = dbs.clone();
             let dead_letters = dead_letters.clone();
-            async move { refresh_gauges(bus.as_ref(), &services, &dead_letters).await }
+            async move { refresh_gauges(bus.as_ref(), &dbs, dead_letters.as_ref()).await }
         }
     };
     let openapi = crate::openapi::json();
@@ -276,8 +381,7 @@ fn router(config: &Config, stores: &Stores, gateway: Router, tokens: Arc<Tokens>
                 }
             }),
         )
-        .merge(gateway)
-        .merge(crate::dashboard::router(config.admin_email.is_some()))
+        .merge(front)
         .fallback(http::not_found)
         .layer(axum::Extension(tokens))
         // Extractors reading the body stop at the limit and answer 413 PAYLOAD_TOO_LARGE.
@@ -293,8 +397,8 @@ fn router(config: &Config, stores: &Stores, gateway: Router, tokens: Arc<Tokens>
 /// Gauges computed at scrape time: consumer lag, outbox backlog, pending dead letters.
 async fn refresh_gauges(
     bus: &dyn EventBus,
-    services: &[(&'static str, Db)],
-    dead_letters: &dlq::DeadLetterStore,
+    dbs: &[(&'static str, Db)],
+    dead_letters: Option<&dlq::DeadLetterStore>,
 ) {
     if let Ok(lags) = bus.lag().await {
         let mut per_group: std::collections::BTreeMap<(String, String), u64> = Default::default();
@@ -308,12 +412,14 @@ async fn refresh_gauges(
                 .set(lag as f64);
         }
     }
-    for (name, db) in services {
+    for (name, db) in dbs {
         if let Ok(backlog) = db.outbox_backlog().await {
             metrics::gauge!("emporium_outbox_backlog", "service" => *name).set(backlog as f64);
         }
     }
-    if let Ok(pending) = dead_letters.pending().await {
+    if let Some(dead_letters) = dead_letters
+        && let Ok(pending) = dead_letters.pending().await
+    {
         metrics::gauge!("emporium_dead_letters_pending").set(pending as f64);
     }
 }

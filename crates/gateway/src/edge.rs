@@ -178,6 +178,7 @@ mod tests {
             rate_limit_burst: burst,
             graphql_depth_limit: 15,
             graphql_complexity_limit: 1000,
+            services: Default::default(),
         }
     }
 

@@ -94,9 +94,13 @@ impl Gateway {
 }
 
 async fn forward(State(upstreams): State<SharedUpstreams>, request: Request) -> Response {
-    match upstreams.for_uri(request.uri()) {
-        Some(client) => client.call(request).await,
-        None => ApiError::not_found("no such resource").into_response(),
+    let Some(service) = client::owner(request.uri().path()) else {
+        return ApiError::not_found("no such resource").into_response();
+    };
+    match upstreams.get(service) {
+        Ok(client) => client.call(request).await,
+        Err(_) => ApiError::unavailable(format!("the {service} service has no address configured"))
+            .into_response(),
     }
 }
 

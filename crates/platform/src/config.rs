@@ -103,6 +103,9 @@ pub struct GatewayConfig {
     pub graphql_depth_limit: usize,
     /// Most complex GraphQL query accepted (each field costs 1, a list multiplies by `first`).
     pub graphql_complexity_limit: usize,
+    /// `emporium gateway`: each service's base URL (`http://host:port`), by service name.
+    #[serde(default)]
+    pub services: std::collections::BTreeMap<String, String>,
 }
 
 /// Marketing limits of the notifications service.
@@ -330,6 +333,17 @@ impl Config {
         }
         if self.gateway.graphql_complexity_limit == 0 {
             return fail("gateway.graphql_complexity_limit", "must be at least 1");
+        }
+        if let Some((name, _)) = self
+            .gateway
+            .services
+            .iter()
+            .find(|(_, url)| !(url.starts_with("http://") || url.starts_with("https://")))
+        {
+            return Err(ConfigError::Key {
+                key: "gateway.services",
+                message: format!("`{name}` must be an http:// or https:// URL"),
+            });
         }
         if self.notifications.marketing_window.is_zero() {
             return fail("notifications.marketing_window", "must be longer than zero");

@@ -53,21 +53,28 @@ impl Platform {
 
     /// Starts the platform on `data_dir` with extra environment.
     pub async fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Platform {
+        Platform::start_part(data_dir, &[], env).await
+    }
+
+    /// Starts `emporium <args>` (`serve catalog`, `gateway`; nothing for the whole platform) on
+    /// `data_dir` with extra environment.
+    pub async fn start_part(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Platform {
         let mut command = command(data_dir);
-        command
-            .envs(env.iter().copied())
-            .stdout(if std::env::var_os("TEST_LOG").is_some() {
+        command.args(args).envs(env.iter().copied()).stdout(
+            if std::env::var_os("TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
                 Stdio::null()
-            });
+            },
+        );
         command.stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         let address = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.strip_prefix("Emporium is up on http://") {
+                // "Emporium is up on http://…", "The catalog service is up on http://…"
+                if let Some((_, rest)) = line.split_once(" is up on http://") {
                     return rest.split_whitespace().next().unwrap().to_owned();
                 }
                 eprintln!("emporium: {line}");
