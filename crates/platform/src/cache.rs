@@ -16,12 +16,16 @@
 //! Keys are plain strings; callers namespace them (`recommendations:...`) so that one backend can
 //! serve several services.
 //!
-//! Adapters: [`MemoryCache`] (in-process, on moka) here; a Redis one for the distributed mode is
-//! planned. Both must pass the [`conformance`] suite (feature `conformance`).
+//! Adapters: [`MemoryCache`] (in-process, on moka) here and [`RedisCache`] for the distributed
+//! mode. Both pass the [`conformance`] suite (feature `conformance`).
+
+mod redis;
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+
+pub use self::redis::RedisCache;
 
 /// The cache backend failed (unreachable, timed out, refused the command).
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,8 @@
 
 pub mod consumer;
 pub mod dlq;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod sqlite;
 
 #[cfg(feature = "conformance")]
@@ -33,6 +35,8 @@ use chrono::{DateTime, Utc};
 use emporium_events::Envelope;
 
 pub use consumer::{Consumer, HandlerError, RetryPolicy};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaEventLog, KafkaOptions};
 pub use sqlite::SqliteEventLog;
 
 /// Header names carried with every record (Kafka headers, embedded log columns).

@@ -156,8 +156,11 @@ impl SqliteEventLog {
     /// Opens (or creates) the log at `path`; topics created on first use get `default_partitions`.
     pub async fn open(path: &Path, default_partitions: u32) -> Result<Self, BusError> {
         let options = sqlite_options(path);
+        // No ping on acquire: sqlx already pings a connection when it is released (dropping a
+        // broken one), so a second ping on the way out is only a round trip to its thread.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(unavailable)?;
@@ -167,6 +170,7 @@ impl SqliteEventLog {
             .map_err(unavailable)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await
             .map_err(unavailable)?;

@@ -11,6 +11,11 @@
 //!
 //! Queries use sqlx's `Any` driver and SQL that SQLite and PostgreSQL both accept (`$1` parameters,
 //! `ON CONFLICT`, `RETURNING`), so one repository serves both; migrations may differ per dialect.
+//!
+//! On PostgreSQL several instances of a service share its database, so what SQLite gets for free
+//! from its single writer is made explicit there, with advisory locks: migrations run one instance
+//! at a time ([`Db::migrate`]), transactions emitting events for one key commit in the order they
+//! got their outbox ids ([`Tx::emit`]), and one relay at a time publishes ([`relay`]).
 
 pub mod relay;
 
@@ -19,7 +24,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use chrono::Utc;
 use emporium_events::{Envelope, Event};
 use sqlx::{
-    Any, AnyPool, Executor,
+    Any, AnyConnection, AnyPool, Connection, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 use tokio::sync::Notify;
@@ -143,6 +148,58 @@ const PLATFORM_MIGRATIONS: &[Migration] = &[
     ),
 ];
 
+/// PostgreSQL advisory lock keys (any 64-bit numbers, the same in every instance; advisory locks
+/// are per database). Migrations and the relay take theirs; emitting locks a hash of the event key,
+/// seeded so that it is unlikely to meet the two constants.
+const MIGRATION_LOCK: i64 = 0x656d_706f_7269_0001;
+pub(crate) const RELAY_LOCK: i64 = 0x656d_706f_7269_0002;
+const OUTBOX_KEY_LOCK_SEED: i64 = 0x656d_706f_7269;
+
+/// `emporium_<name>`, the database of service `name` on a PostgreSQL server. Names are plain
+/// lowercase identifiers, so the database name never needs quoting rules beyond double quotes.
+fn postgres_database_name(name: &str) -> Result<String, StorageError> {
+    let plain = !name.is_empty()
+        && name.len() <= 54
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !plain {
+        return Err(StorageError::Query(format!(
+            "service name {name:?} cannot name a PostgreSQL database: use 1 to 54 of a-z, 0-9, _"
+        )));
+    }
+    Ok(format!("emporium_{name}"))
+}
+
+/// Creates `database` on the server unless it exists. Instances starting together may both try:
+/// the loser's "already exists" is success.
+async fn create_postgres_database(
+    server: &AnyConnectOptions,
+    database: &str,
+) -> Result<(), StorageError> {
+    let mut conn = AnyConnection::connect_with(server).await?;
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(database)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        match conn
+            .execute(format!("CREATE DATABASE \"{database}\"").as_str())
+            .await
+        {
+            Ok(_) => tracing::info!(database, "created PostgreSQL database"),
+            // 42P04 duplicate_database; 23505 when the race is lost inside the catalog.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Err(e) = conn.close().await {
+        tracing::debug!(error = %e, "closing the server connection");
+    }
+    Ok(())
+}
+
 /// A service's database. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -170,6 +227,10 @@ impl Db {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30))
+                // sqlx pings a connection when it goes back to the pool (and drops it if broken);
+                // pinging it again on the way out is one more round trip to its worker thread per
+                // transaction for nothing. See BENCHMARKS.md, "Where the time goes".
+                .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         // See bus::sqlite::sqlite_options for why these settings.
@@ -197,6 +258,36 @@ impl Db {
         Ok(db)
     }
 
+    /// Opens the PostgreSQL database of service `name` on the server at `server_url`
+    /// (`postgres://user:password@host:port/db`): database `emporium_<name>`, created through the
+    /// server URL's own database if missing (the role needs CREATEDB for that), then migrated.
+    pub async fn open_postgres(name: &str, server_url: &str) -> Result<Db, StorageError> {
+        sqlx::any::install_default_drivers();
+        let database = postgres_database_name(name)?;
+        let server: AnyConnectOptions = server_url
+            .parse()
+            .map_err(|e: sqlx::Error| StorageError::Unavailable(e.to_string()))?;
+        create_postgres_database(&server, &database).await?;
+        let mut options = server;
+        options.database_url.set_path(&format!("/{database}"));
+        // One pool for reads and writes: PostgreSQL has no single-writer limit to queue behind.
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        let db = Db {
+            name: name.into(),
+            dialect: Dialect::Postgres,
+            file: None,
+            writer: pool.clone(),
+            reader: pool,
+            outbox_signal: Arc::new(Notify::new()),
+        };
+        db.migrate(&[]).await?;
+        Ok(db)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -211,19 +302,45 @@ impl Db {
     }
 
     /// Applies the platform's migrations and then `service`'s, each once, in version order.
+    ///
+    /// On PostgreSQL, instances starting together take turns: a session advisory lock is held for
+    /// the whole run, so the second finds the first's migrations recorded instead of racing it.
     pub async fn migrate(&self, service: &[Migration]) -> Result<(), StorageError> {
-        self.writer
-            .execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version    BIGINT PRIMARY KEY,
-                    name       TEXT   NOT NULL,
-                    applied_at BIGINT NOT NULL)",
-            )
-            .await?;
+        let mut conn = self.writer.acquire().await?;
+        match self.dialect {
+            Dialect::Sqlite => self.apply_migrations(&mut conn, service).await,
+            Dialect::Postgres => {
+                sqlx::query("SELECT 1 FROM pg_advisory_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut *conn)
+                    .await?;
+                let applied = self.apply_migrations(&mut conn, service).await;
+                // Ending the session releases the lock whatever happened above; returned to the
+                // pool, a connection whose unlock failed would keep it.
+                if let Err(e) = conn.detach().close().await {
+                    tracing::debug!(db = %self.name, error = %e, "closing the migration session");
+                }
+                applied
+            }
+        }
+    }
+
+    async fn apply_migrations(
+        &self,
+        conn: &mut AnyConnection,
+        service: &[Migration],
+    ) -> Result<(), StorageError> {
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    BIGINT PRIMARY KEY,
+                name       TEXT   NOT NULL,
+                applied_at BIGINT NOT NULL)",
+        )
+        .await?;
         let mut all: Vec<&Migration> = PLATFORM_MIGRATIONS.iter().chain(service).collect();
         all.sort_by_key(|m| m.version);
         for migration in all {
-            let mut tx = self.writer.begin().await?;
+            let mut tx = conn.begin().await?;
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(migration.version)
@@ -260,6 +377,7 @@ impl Db {
     pub async fn begin(&self, context: EventContext) -> Result<Tx, StorageError> {
         Ok(Tx {
             tx: self.writer.begin().await?,
+            dialect: self.dialect,
             context,
             emitted: 0,
             signal: self.outbox_signal.clone(),
@@ -351,6 +469,7 @@ impl EventContext {
 /// A write transaction that can emit events. Dropping it without [`Tx::commit`] rolls back.
 pub struct Tx {
     tx: sqlx::Transaction<'static, Any>,
+    dialect: Dialect,
     context: EventContext,
     emitted: usize,
     signal: Arc<Notify>,
@@ -378,6 +497,18 @@ impl Tx {
             Record::from_envelope(&envelope).map_err(|e| StorageError::Query(e.to_string()))?;
         let headers = serde_json::to_string(&record.headers)
             .map_err(|e| StorageError::Query(e.to_string()))?;
+        if self.dialect == Dialect::Postgres {
+            // PostgreSQL hands out outbox ids at insert, not at commit, and the relay publishes in
+            // id order: two transactions emitting for one key could commit out of id order and the
+            // relay publish the later event first. Holding a lock on the key until commit makes
+            // the second wait for the first, so per-key id order is commit order. (SQLite has one
+            // writer: its transactions never overlap.)
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtextextended($1, $2))")
+                .bind(&record.key)
+                .bind(OUTBOX_KEY_LOCK_SEED)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO outbox (topic, key, payload, headers, created_at) VALUES ($1, $2, $3, $4, $5)",
         )

@@ -4,16 +4,25 @@
 //! that harmless. A crash before publish loses nothing: the rows are still there. The relay wakes on
 //! the database's commit signal and also looks every second, for rows left by a crash or by another
 //! process.
+//!
+//! On PostgreSQL every instance of a service runs a relay on the one database. Each batch is read,
+//! published and deleted inside a transaction holding an advisory lock, so one relay publishes at a
+//! time: two relays never publish the same rows (no duplicates outside crashes) nor overtake each
+//! other (per-key order holds; [`super::Tx::emit`] makes per-key id order commit order). The others
+//! find the lock taken and look again shortly. That caps one service's publishing at one relay's
+//! pace, which is the price of order without a per-key relay.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
 
-use super::{Db, StorageError};
+use super::{Db, Dialect, RELAY_LOCK, StorageError};
 use crate::bus::{EventBus, Record};
 
 const IDLE_LOOK: Duration = Duration::from_secs(1);
+/// How soon a relay that found another instance's relay at work looks again.
+const BUSY_LOOK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -38,16 +47,63 @@ impl Relay {
         }
     }
 
-    /// Publishes at most one batch; returns how many rows it published.
+    /// Publishes at most one batch; returns how many rows it published (0 also when another
+    /// instance's relay is publishing this database's outbox right now).
     pub async fn publish_batch(&self) -> Result<usize, RelayError> {
+        Ok(self.try_publish_batch().await?.unwrap_or(0))
+    }
+
+    /// `None`: another relay holds this database's relay lock.
+    async fn try_publish_batch(&self) -> Result<Option<usize>, RelayError> {
+        match self.db.dialect() {
+            Dialect::Sqlite => {
+                // One process per file, one relay per process: no one to take turns with. Reading
+                // outside the writer keeps the single writer free while the bus is slow.
+                let mut reader = self
+                    .db
+                    .reader()
+                    .acquire()
+                    .await
+                    .map_err(StorageError::from)?;
+                let ids = self.publish_from(&mut reader).await?;
+                drop(reader);
+                let mut writer = self
+                    .db
+                    .writer()
+                    .acquire()
+                    .await
+                    .map_err(StorageError::from)?;
+                delete(&mut writer, &ids).await?;
+                Ok(Some(ids.len()))
+            }
+            Dialect::Postgres => {
+                let mut tx = self.db.writer().begin().await.map_err(StorageError::from)?;
+                let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                    .bind(RELAY_LOCK)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StorageError::from)?;
+                if !ours {
+                    return Ok(None);
+                }
+                let ids = self.publish_from(&mut tx).await?;
+                delete(&mut tx, &ids).await?;
+                tx.commit().await.map_err(StorageError::from)?;
+                Ok(Some(ids.len()))
+            }
+        }
+    }
+
+    /// Reads the oldest batch through `conn` and publishes it; returns the published rows' ids.
+    async fn publish_from(&self, conn: &mut AnyConnection) -> Result<Vec<i64>, RelayError> {
         let rows =
             sqlx::query("SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1")
                 .bind(self.batch as i64)
-                .fetch_all(self.db.reader())
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(StorageError::from)?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut records = Vec::with_capacity(rows.len());
@@ -70,31 +126,17 @@ impl Relay {
             metrics::counter!("emporium_events_published_total", "topic" => record.topic.clone())
                 .increment(1);
         }
-        // Delete exactly what was published: with PostgreSQL a lower id can commit after a higher one.
-        let placeholders = (1..=ids.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let sql = format!("DELETE FROM outbox WHERE id IN ({placeholders})");
-        let mut delete = sqlx::query(&sql);
-        for id in &ids {
-            delete = delete.bind(*id);
-        }
-        delete
-            .execute(self.db.writer())
-            .await
-            .map_err(StorageError::from)?;
-        Ok(ids.len())
+        Ok(ids)
     }
 
-    /// Publishes until the outbox is empty.
+    /// Publishes until the outbox is empty (waiting its turn while another relay publishes).
     pub async fn drain(&self) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
-            let n = self.publish_batch().await?;
-            total += n;
-            if n == 0 {
-                return Ok(total);
+            match self.try_publish_batch().await? {
+                Some(0) => return Ok(total),
+                Some(n) => total += n,
+                None => tokio::time::sleep(BUSY_LOOK).await,
             }
         }
     }
@@ -105,12 +147,19 @@ impl Relay {
         loop {
             // Take the wake-up before looking, so a commit in between is not missed.
             let signal = self.db.outbox_signal().notified();
-            match self.publish_batch().await {
-                Ok(n) if n >= self.batch => {
+            match self.try_publish_batch().await {
+                Ok(Some(n)) if n >= self.batch => {
                     failures = 0;
                     continue;
                 }
-                Ok(_) => {
+                Ok(None) => {
+                    failures = 0;
+                    tokio::select! {
+                        _ = tokio::time::sleep(BUSY_LOOK) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+                Ok(Some(_)) => {
                     failures = 0;
                     tokio::select! {
                         _ = signal => {}
@@ -138,4 +187,23 @@ impl Relay {
             tracing::warn!(db = self.db.name(), error = %e, "outbox left for the next start");
         }
     }
+}
+
+/// Deletes exactly what was published: with PostgreSQL a lower id can commit after a higher one
+/// (of another key), so "everything up to the last id" could delete an unpublished row.
+async fn delete(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), StorageError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let placeholders = (1..=ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!("DELETE FROM outbox WHERE id IN ({placeholders})");
+    let mut delete = sqlx::query(&sql);
+    for id in ids {
+        delete = delete.bind(*id);
+    }
+    delete.execute(conn).await?;
+    Ok(())
 }

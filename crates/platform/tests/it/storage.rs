@@ -1,12 +1,16 @@
-//! Storage: migrations, the outbox and its relay.
+//! Storage: migrations, the outbox, its relay and the inbox — one suite run on SQLite and, when
+//! `EMPORIUM_TEST_DATABASE_URL` names a PostgreSQL server (`scripts/dev-services` starts one), on
+//! PostgreSQL too. Each PostgreSQL test has its own database, dropped and recreated at its start,
+//! so tests run in parallel and a failed run can be inspected with `psql -l`.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use emporium_events::{Event, ProductDeleted};
+use emporium_events::{Envelope, Event, ProductDeleted};
 use emporium_platform::{
     bus::{EventBus, SqliteEventLog, partition_for},
-    storage::{Db, EventContext, Migration, relay::Relay},
+    storage::{Db, Dialect, EventContext, Migration, relay::Relay},
 };
+use sqlx::Connection;
 use uuid::Uuid;
 
 const ITEMS: &[Migration] = &[Migration::portable(
@@ -15,25 +19,169 @@ const ITEMS: &[Migration] = &[Migration::portable(
     "CREATE TABLE items (id TEXT PRIMARY KEY)",
 )];
 
-async fn open(dir: &tempfile::TempDir) -> (Db, Arc<dyn EventBus>, SqliteEventLog) {
+const PARTITIONS: u32 = 2;
+
+/// The database under test plus an embedded event log for the relay to publish to.
+struct Setup {
+    db: Db,
+    bus: Arc<dyn EventBus>,
+    log: SqliteEventLog,
+    backend: Backend,
+    _dir: tempfile::TempDir,
+}
+
+enum Backend {
+    Sqlite,
+    Postgres { server: String, name: String },
+}
+
+impl Setup {
+    /// Another instance of the same service on the same PostgreSQL database, as another process
+    /// would open it.
+    async fn another_instance(&self) -> Db {
+        let Backend::Postgres { server, name } = &self.backend else {
+            panic!("a SQLite file belongs to one process: there is no other instance");
+        };
+        Db::open_postgres(name, server).await.unwrap()
+    }
+
+    /// Every record the relay published, by partition, in log order.
+    async fn published(&self) -> Vec<(u32, Envelope)> {
+        let mut all = Vec::new();
+        for partition in 0..PARTITIONS {
+            for delivery in self
+                .log
+                .read("product-events", partition, 0, 10_000)
+                .await
+                .unwrap()
+            {
+                let envelope = Envelope::from_json(&delivery.record.payload).unwrap();
+                all.push((partition, envelope));
+            }
+        }
+        all
+    }
+}
+
+async fn event_log(dir: &tempfile::TempDir) -> (Arc<dyn EventBus>, SqliteEventLog) {
+    let log = SqliteEventLog::open(&dir.path().join("events.db"), PARTITIONS)
+        .await
+        .unwrap();
+    (Arc::new(log.clone()), log)
+}
+
+async fn sqlite() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
     let db = Db::open_sqlite("items", &dir.path().join("items.db"))
         .await
         .unwrap();
     db.migrate(ITEMS).await.unwrap();
-    let log = SqliteEventLog::open(&dir.path().join("events.db"), 2)
-        .await
-        .unwrap();
-    (db, Arc::new(log.clone()), log)
+    let (bus, log) = event_log(&dir).await;
+    Setup {
+        db,
+        bus,
+        log,
+        backend: Backend::Sqlite,
+        _dir: dir,
+    }
 }
 
+/// A fresh PostgreSQL database for `test`, or `None` (after saying why) when no server is
+/// configured.
+async fn postgres(test: &str) -> Option<Setup> {
+    let Ok(server) = std::env::var("EMPORIUM_TEST_DATABASE_URL") else {
+        eprintln!(
+            "skipped: {test} on PostgreSQL needs EMPORIUM_TEST_DATABASE_URL \
+             (run scripts/dev-services; .ci/run does)"
+        );
+        return None;
+    };
+    // Database names stop at 63 bytes: a readable prefix of the test's name, made unique by a hash.
+    let prefix: String = test.chars().take(36).collect();
+    let name = format!("it_{prefix}_{:08x}", crc32fast::hash(test.as_bytes()));
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&server).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "DROP DATABASE IF EXISTS \"emporium_{name}\" WITH (FORCE)"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let db = Db::open_postgres(&name, &server).await.unwrap();
+    assert_eq!(db.dialect(), Dialect::Postgres);
+    db.migrate(ITEMS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, log) = event_log(&dir).await;
+    Some(Setup {
+        db,
+        bus,
+        log,
+        backend: Backend::Postgres { server, name },
+        _dir: dir,
+    })
+}
+
+/// Each test runs once per backend: `sqlite::<name>` always, `postgres::<name>` when a server is
+/// configured (and passes, saying it was skipped, when not).
+macro_rules! storage_tests {
+    (both: $($both:ident),* $(,)?; postgres only: $($pg:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $both() {
+                    super::$both(super::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $both() {
+                    if let Some(setup) = super::postgres(stringify!($both)).await {
+                        super::$both(setup).await;
+                    }
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $pg() {
+                    if let Some(setup) = super::postgres(stringify!($pg)).await {
+                        super::$pg(setup).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+storage_tests!(
+    both:
+    migrations_run_once_and_can_run_again,
+    a_committed_transaction_leaves_its_events_in_the_outbox_and_the_relay_publishes_them,
+    a_rolled_back_transaction_emits_nothing,
+    the_relay_wakes_on_commit_and_keeps_order,
+    the_inbox_recognises_an_event_applied_before,
+    ;
+    // Only PostgreSQL serves several instances of a service; a SQLite file has one process.
+    postgres only:
+    instances_migrating_at_once_apply_each_migration_once,
+    two_relays_on_one_database_publish_each_event_once_in_key_order,
+    a_transaction_emitting_for_a_key_waits_for_an_earlier_one_to_commit,
+);
+
 async fn add_item(db: &Db, correlation: &str) -> (Uuid, Uuid) {
-    let id = Uuid::now_v7();
+    add_event(db, Uuid::now_v7(), correlation).await
+}
+
+/// Emits one event keyed by `id` in a transaction that also writes a row.
+async fn add_event(db: &Db, id: Uuid, correlation: &str) -> (Uuid, Uuid) {
     let mut tx = db
         .begin(EventContext::request("items", correlation))
         .await
         .unwrap();
     sqlx::query("INSERT INTO items (id) VALUES ($1)")
-        .bind(id.to_string())
+        .bind(Uuid::now_v7().to_string())
         .execute(tx.conn())
         .await
         .unwrap();
@@ -45,36 +193,78 @@ async fn add_item(db: &Db, correlation: &str) -> (Uuid, Uuid) {
     (id, envelope.event_id)
 }
 
-#[tokio::test]
-async fn migrations_run_once_and_can_run_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, _, _) = open(&dir).await;
-    db.migrate(ITEMS).await.unwrap();
+async fn wait_for_empty_outbox(db: &Db) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while db.outbox_backlog().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn migrations_run_once_and_can_run_again(s: Setup) {
+    s.db.migrate(ITEMS).await.unwrap();
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
-            .fetch_all(db.reader())
+            .fetch_all(s.db.reader())
             .await
             .unwrap();
     assert_eq!(versions, vec![1, 2, 100]);
 }
 
-#[tokio::test]
-async fn a_committed_transaction_leaves_its_events_in_the_outbox_and_the_relay_publishes_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, bus, log) = open(&dir).await;
-    let (id, event_id) = add_item(&db, "corr-7").await;
-    assert_eq!(db.outbox_backlog().await.unwrap(), 1);
+/// Instances of a service start together and each migrates: every migration must still run once
+/// (a second run of 101 would fail, of 102 would insert a second row).
+async fn instances_migrating_at_once_apply_each_migration_once(s: Setup) {
+    const MORE: &[Migration] = &[
+        Migration::portable(101, "counter", "CREATE TABLE counter (n BIGINT NOT NULL)"),
+        Migration::portable(102, "counter row", "INSERT INTO counter (n) VALUES (1)"),
+    ];
+    let mut instances = vec![s.db.clone()];
+    for _ in 0..3 {
+        instances.push(s.another_instance().await);
+    }
+    let all: Vec<_> = [ITEMS, MORE].concat();
+    let runs = instances.iter().map(|db| db.migrate(&all));
+    for result in futures_util::future::join_all(runs).await {
+        result.unwrap();
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter")
+        .fetch_one(s.db.reader())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(s.db.reader())
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![1, 2, 100, 101, 102]);
+}
 
-    let relay = Relay::new(db.clone(), bus, 10);
+async fn a_committed_transaction_leaves_its_events_in_the_outbox_and_the_relay_publishes_them(
+    s: Setup,
+) {
+    let (id, event_id) = add_item(&s.db, "corr-7").await;
+    assert_eq!(s.db.outbox_backlog().await.unwrap(), 1);
+
+    let relay = Relay::new(s.db.clone(), s.bus.clone(), 10);
     assert_eq!(relay.drain().await.unwrap(), 1);
-    assert_eq!(db.outbox_backlog().await.unwrap(), 0);
+    assert_eq!(s.db.outbox_backlog().await.unwrap(), 0);
 
-    let delivered = log
-        .read("product-events", partition_for(&id.to_string(), 2), 0, 10)
+    let delivered = s
+        .log
+        .read(
+            "product-events",
+            partition_for(&id.to_string(), PARTITIONS),
+            0,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(delivered.len(), 1);
-    let envelope = emporium_events::Envelope::from_json(&delivered[0].record.payload).unwrap();
+    let envelope = Envelope::from_json(&delivered[0].record.payload).unwrap();
     assert_eq!(envelope.event_id, event_id);
     assert_eq!(
         envelope.correlation_id, "corr-7",
@@ -85,12 +275,12 @@ async fn a_committed_transaction_leaves_its_events_in_the_outbox_and_the_relay_p
     assert_eq!(delivered[0].record.header("correlation-id"), Some("corr-7"));
 }
 
-#[tokio::test]
-async fn a_rolled_back_transaction_emits_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, _, _) = open(&dir).await;
+async fn a_rolled_back_transaction_emits_nothing(s: Setup) {
     {
-        let mut tx = db.begin(EventContext::request("items", "c")).await.unwrap();
+        let mut tx =
+            s.db.begin(EventContext::request("items", "c"))
+                .await
+                .unwrap();
         tx.emit(Event::ProductDeleted(ProductDeleted {
             product_id: Uuid::now_v7(),
         }))
@@ -98,47 +288,156 @@ async fn a_rolled_back_transaction_emits_nothing() {
         .unwrap();
         // dropped without commit
     }
-    assert_eq!(db.outbox_backlog().await.unwrap(), 0);
+    assert_eq!(s.db.outbox_backlog().await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn the_relay_wakes_on_commit_and_keeps_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, bus, log) = open(&dir).await;
+async fn the_relay_wakes_on_commit_and_keeps_order(s: Setup) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let relay = tokio::spawn(Relay::new(db.clone(), bus, 3).run(stop_rx));
-    let mut expected = Vec::new();
+    let relay = tokio::spawn(Relay::new(s.db.clone(), s.bus.clone(), 3).run(stop_rx));
     for _ in 0..20 {
-        expected.push(add_item(&db, "c").await);
+        add_item(&s.db, "c").await;
     }
     // The relay is woken by each commit; wait until it has caught up.
-    for _ in 0..500 {
-        if db.outbox_backlog().await.unwrap() == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(db.outbox_backlog().await.unwrap(), 0);
+    wait_for_empty_outbox(&s.db).await;
     stop_tx.send(true).unwrap();
     relay.await.unwrap();
-    let mut published = Vec::new();
-    for partition in 0..2 {
-        published.extend(log.read("product-events", partition, 0, 100).await.unwrap());
-    }
+    let published = s.published().await;
     assert_eq!(published.len(), 20);
     // Within each partition, outbox order is log order.
-    for partition in 0..2 {
+    for partition in 0..PARTITIONS {
         let ids: Vec<Uuid> = published
             .iter()
-            .filter(|d| d.partition == partition)
-            .map(|d| {
-                emporium_events::Envelope::from_json(&d.record.payload)
-                    .unwrap()
-                    .event_id
-            })
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, e)| e.event_id)
             .collect();
         let mut sorted = ids.clone();
         sorted.sort(); // UUIDv7 ids grow with time: emission order
         assert_eq!(ids, sorted);
     }
+}
+
+async fn the_inbox_recognises_an_event_applied_before(s: Setup) {
+    let event = Uuid::now_v7();
+    assert!(!s.db.inbox_contains("shipper", event).await.unwrap());
+
+    // Rolled back: not applied, so not recorded.
+    {
+        let mut tx =
+            s.db.begin(EventContext::request("items", "c"))
+                .await
+                .unwrap();
+        assert!(tx.record_in_inbox("shipper", event).await.unwrap());
+    }
+    assert!(!s.db.inbox_contains("shipper", event).await.unwrap());
+
+    let mut tx =
+        s.db.begin(EventContext::request("items", "c"))
+            .await
+            .unwrap();
+    assert!(tx.record_in_inbox("shipper", event).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(s.db.inbox_contains("shipper", event).await.unwrap());
+
+    let mut again =
+        s.db.begin(EventContext::request("items", "c"))
+            .await
+            .unwrap();
+    assert!(
+        !again.record_in_inbox("shipper", event).await.unwrap(),
+        "a redelivered event is recognised"
+    );
+    assert!(
+        again.record_in_inbox("biller", event).await.unwrap(),
+        "each consumer has its own inbox"
+    );
+    again.commit().await.unwrap();
+}
+
+/// Several instances of a service each run a relay on the one database while writers on both
+/// emit: every event is published once, and each key's events in the order they were emitted.
+async fn two_relays_on_one_database_publish_each_event_once_in_key_order(s: Setup) {
+    let other = s.another_instance().await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let relays = [s.db.clone(), other.clone()]
+        .map(|db| tokio::spawn(Relay::new(db, s.bus.clone(), 4).run(stop_rx.clone())));
+    // Eight keys, each written by its own sequence of transactions, half through each instance.
+    let keys: Vec<Uuid> = (0..8).map(|_| Uuid::now_v7()).collect();
+    let writers = keys.iter().enumerate().map(|(i, key)| {
+        let db = if i % 2 == 0 {
+            s.db.clone()
+        } else {
+            other.clone()
+        };
+        let key = *key;
+        tokio::spawn(async move {
+            let mut emitted = Vec::new();
+            for _ in 0..25 {
+                emitted.push(add_event(&db, key, "c").await.1);
+            }
+            emitted
+        })
+    });
+    let mut expected: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for (key, writer) in keys.iter().zip(writers) {
+        expected.insert(key.to_string(), writer.await.unwrap());
+    }
+    wait_for_empty_outbox(&s.db).await;
+    stop_tx.send(true).unwrap();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    let mut published: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for (_, envelope) in s.published().await {
+        published
+            .entry(envelope.aggregate_id.clone())
+            .or_default()
+            .push(envelope.event_id);
+    }
+    assert_eq!(published, expected);
+}
+
+/// PostgreSQL gives outbox ids at insert, the relay publishes in id order: a transaction that
+/// emits for a key another open transaction has emitted for must wait for it, or it could commit
+/// first and have its later event published ahead.
+async fn a_transaction_emitting_for_a_key_waits_for_an_earlier_one_to_commit(s: Setup) {
+    let key = Uuid::now_v7();
+    let mut first =
+        s.db.begin(EventContext::request("items", "first"))
+            .await
+            .unwrap();
+    first
+        .emit(Event::ProductDeleted(ProductDeleted { product_id: key }))
+        .await
+        .unwrap();
+    let db = s.db.clone();
+    let second = tokio::spawn(async move { add_event(&db, key, "second").await });
+    // Wait until the second transaction is queued behind the first's lock.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(s.db.reader())
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(!second.is_finished(), "the second transaction did not wait");
+        assert!(tokio::time::Instant::now() < deadline, "never queued");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!second.is_finished());
+    first.commit().await.unwrap();
+    second.await.unwrap();
+    let relay = Relay::new(s.db.clone(), s.bus.clone(), 10);
+    assert_eq!(relay.drain().await.unwrap(), 2);
+    let order: Vec<String> = s
+        .published()
+        .await
+        .into_iter()
+        .map(|(_, e)| e.correlation_id)
+        .collect();
+    assert_eq!(order, ["first", "second"]);
 }

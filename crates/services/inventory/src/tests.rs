@@ -1,5 +1,8 @@
-//! The use cases against a real (SQLite) database, the saga's events delivered through the
-//! service's handler as the consumer does: what each event does to the stock and what it emits.
+//! The use cases against a real database, the saga's events delivered through the service's
+//! handler as the consumer does: what each event does to the stock and what it emits. Every test
+//! runs on SQLite (`sqlite::…`) and, when `EMPORIUM_TEST_DATABASE_URL` names a PostgreSQL server
+//! (`scripts/dev-services`), on PostgreSQL too (`postgres::…`, each in a database of its own,
+//! dropped and recreated at its start); without one those say they are skipped and pass.
 
 use emporium_events::{
     CancellationReason, Envelope, Event, Money, OrderCancelled, OrderCreated, OrderLine,
@@ -21,17 +24,51 @@ use crate::{
 
 struct Fixture {
     db: Db,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
+    async fn sqlite() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_sqlite(NAME, &dir.path().join("inventory.db"))
             .await
             .unwrap();
         db.migrate(store::MIGRATIONS).await.unwrap();
-        Fixture { db, _dir: dir }
+        Fixture {
+            db,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database for `test`, or `None` (after saying why) without a server.
+    async fn postgres(test: &str) -> Option<Fixture> {
+        use sqlx::Connection;
+        use std::hash::{DefaultHasher, Hash, Hasher};
+
+        let Ok(server) = std::env::var("EMPORIUM_TEST_DATABASE_URL") else {
+            eprintln!(
+                "skipped: {test} on PostgreSQL needs EMPORIUM_TEST_DATABASE_URL \
+                 (run scripts/dev-services; .ci/run does)"
+            );
+            return None;
+        };
+        // Database names stop at 63 bytes: a readable prefix made unique by a hash.
+        let mut hash = DefaultHasher::new();
+        test.hash(&mut hash);
+        let prefix: String = test.chars().take(30).collect();
+        let name = format!("inventory_it_{prefix}_{:08x}", hash.finish() as u32);
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&server).await.unwrap();
+        sqlx::raw_sql(&format!(
+            "DROP DATABASE IF EXISTS \"emporium_{name}\" WITH (FORCE)"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        let db = Db::open_postgres(&name, &server).await.unwrap();
+        db.migrate(store::MIGRATIONS).await.unwrap();
+        Some(Fixture { db, _dir: None })
     }
 
     async fn tx(&self) -> Tx {
@@ -160,9 +197,48 @@ impl Fixture {
     }
 }
 
-#[tokio::test]
-async fn a_new_product_gets_its_initial_stock_once() {
-    let f = Fixture::new().await;
+/// Each test runs once per backend: `sqlite::<name>` always, `postgres::<name>` when a server is
+/// configured.
+macro_rules! repository_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(f) = super::Fixture::postgres(stringify!($name)).await {
+                        super::$name(f).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+repository_tests!(
+    a_new_product_gets_its_initial_stock_once,
+    an_order_is_reserved_whole_or_not_at_all,
+    a_second_order_created_for_the_same_order_reserves_nothing_more,
+    an_order_for_a_product_not_heard_of_yet_is_retried_until_the_product_arrives,
+    deleted_products_cannot_be_reserved,
+    cancelling_releases_a_held_reservation_once,
+    an_order_cancelled_before_it_was_created_is_never_reserved,
+    a_shipped_order_commits_its_reservation_once,
+    low_stock_is_announced_once_per_crossing,
+    adjustments_change_stock_and_never_make_it_negative,
+    the_carriers_dispatch_alone_commits_nothing,
+    a_release_or_commit_decided_on_a_stale_read_moves_no_units,
+    concurrent_orders_never_oversell_a_product,
+);
+
+async fn a_new_product_gets_its_initial_stock_once(f: Fixture) {
     let product_id = Uuid::now_v7();
     let created = ProductCreated {
         product_id,
@@ -187,9 +263,7 @@ async fn a_new_product_gets_its_initial_stock_once() {
     assert_eq!((row.available, row.reserved, row.committed), (12, 0, 0));
 }
 
-#[tokio::test]
-async fn an_order_is_reserved_whole_or_not_at_all() {
-    let f = Fixture::new().await;
+async fn an_order_is_reserved_whole_or_not_at_all(f: Fixture) {
     let plenty = f.product(10).await;
     let scarce = f.product(2).await;
 
@@ -235,9 +309,7 @@ async fn an_order_is_reserved_whole_or_not_at_all() {
     assert_eq!((row.available, row.reserved), (5, 5));
 }
 
-#[tokio::test]
-async fn a_second_order_created_for_the_same_order_reserves_nothing_more() {
-    let f = Fixture::new().await;
+async fn a_second_order_created_for_the_same_order_reserves_nothing_more(f: Fixture) {
     let product = f.product(10).await;
     let order = Uuid::now_v7();
     f.order(order, &[(product, 3)]).await;
@@ -252,9 +324,7 @@ async fn a_second_order_created_for_the_same_order_reserves_nothing_more() {
     assert_eq!(f.stock(product).await.reserved, 3);
 }
 
-#[tokio::test]
-async fn an_order_for_a_product_not_heard_of_yet_is_retried_until_the_product_arrives() {
-    let f = Fixture::new().await;
+async fn an_order_for_a_product_not_heard_of_yet_is_retried_until_the_product_arrives(f: Fixture) {
     let known = f.product(10).await;
     let soon = Uuid::now_v7();
     let order = Uuid::now_v7();
@@ -295,9 +365,7 @@ async fn an_order_for_a_product_not_heard_of_yet_is_retried_until_the_product_ar
     assert_eq!(f.stock(soon).await.reserved, 2);
 }
 
-#[tokio::test]
-async fn deleted_products_cannot_be_reserved() {
-    let f = Fixture::new().await;
+async fn deleted_products_cannot_be_reserved(f: Fixture) {
     let deleted = f.product(10).await;
     let mut tx = f.tx().await;
     app::product_deleted(
@@ -322,9 +390,7 @@ async fn deleted_products_cannot_be_reserved() {
     assert_eq!(row.available, 10);
 }
 
-#[tokio::test]
-async fn cancelling_releases_a_held_reservation_once() {
-    let f = Fixture::new().await;
+async fn cancelling_releases_a_held_reservation_once(f: Fixture) {
     let product = f.product(10).await;
     let order = Uuid::now_v7();
     f.order(order, &[(product, 4)]).await;
@@ -346,9 +412,7 @@ async fn cancelling_releases_a_held_reservation_once() {
     assert_eq!(f.state(order).await, Some(OrderState::Released));
 }
 
-#[tokio::test]
-async fn an_order_cancelled_before_it_was_created_is_never_reserved() {
-    let f = Fixture::new().await;
+async fn an_order_cancelled_before_it_was_created_is_never_reserved(f: Fixture) {
     let product = f.product(10).await;
     let order = Uuid::now_v7();
     f.cancel(order).await;
@@ -357,9 +421,7 @@ async fn an_order_cancelled_before_it_was_created_is_never_reserved() {
     assert_eq!(f.stock(product).await.available, 10);
 }
 
-#[tokio::test]
-async fn a_shipped_order_commits_its_reservation_once() {
-    let f = Fixture::new().await;
+async fn a_shipped_order_commits_its_reservation_once(f: Fixture) {
     let product = f.product(10).await;
     let order = Uuid::now_v7();
     f.order(order, &[(product, 4)]).await;
@@ -379,11 +441,9 @@ async fn a_shipped_order_commits_its_reservation_once() {
     assert_eq!(f.stock(product).await.committed, 4);
 }
 
-#[tokio::test]
-async fn the_carriers_dispatch_alone_commits_nothing() {
+async fn the_carriers_dispatch_alone_commits_nothing(f: Fixture) {
     // The parcel left, but orders had already accepted the customer's cancellation: orders emits
     // OrderCancelled and no OrderShipped, and the units must go back, not be sold.
-    let f = Fixture::new().await;
     let product = f.product(10).await;
     let order = Uuid::now_v7();
     f.order(order, &[(product, 4)]).await;
@@ -400,12 +460,10 @@ async fn the_carriers_dispatch_alone_commits_nothing() {
     assert_eq!((row.available, row.reserved, row.committed), (10, 0, 0));
 }
 
-#[tokio::test]
-async fn a_release_or_commit_decided_on_a_stale_read_moves_no_units() {
+async fn a_release_or_commit_decided_on_a_stale_read_moves_no_units(f: Fixture) {
     // Under PostgreSQL's READ COMMITTED two transactions can both read RESERVED; the second to
     // write must find the state moved and leave the units alone. Here the other transaction has
     // already committed its change, and this one goes on as if it had read RESERVED.
-    let f = Fixture::new().await;
     let product = f.product(10).await;
     let shipped = Uuid::now_v7();
     f.order(shipped, &[(product, 4)]).await;
@@ -445,9 +503,7 @@ async fn a_release_or_commit_decided_on_a_stale_read_moves_no_units() {
     assert_eq!(f.state(cancelled).await, Some(OrderState::Released));
 }
 
-#[tokio::test]
-async fn low_stock_is_announced_once_per_crossing() {
-    let f = Fixture::new().await;
+async fn low_stock_is_announced_once_per_crossing(f: Fixture) {
     let product = f.product(LOW_STOCK_THRESHOLD + 5).await;
     let low_stock_events = |events: Vec<Event>| {
         events
@@ -474,9 +530,7 @@ async fn low_stock_is_announced_once_per_crossing() {
     assert_eq!(low_stock_events(f.emitted().await), 1, "a new crossing");
 }
 
-#[tokio::test]
-async fn adjustments_change_stock_and_never_make_it_negative() {
-    let f = Fixture::new().await;
+async fn adjustments_change_stock_and_never_make_it_negative(f: Fixture) {
     let product = f.product(10).await;
     let row = app::adjust(&f.db, "c", product, -3, Some("broken".into()))
         .await
@@ -510,4 +564,59 @@ async fn adjustments_change_stock_and_never_make_it_negative() {
     );
     let row = f.stock(product).await;
     assert_eq!((row.initial_stock, row.adjustments), (10, -5));
+}
+
+/// Many orders for the last units of one product at once (PostgreSQL: truly concurrent
+/// transactions under READ COMMITTED): as many are reserved as there are units, never more, and
+/// every unit is accounted for.
+async fn concurrent_orders_never_oversell_a_product(f: Fixture) {
+    let f = std::sync::Arc::new(f);
+    let product = f.product(10).await;
+    f.emitted().await;
+    let orders: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
+    let deliveries = orders.iter().map(|order| {
+        let f = f.clone();
+        let order = *order;
+        tokio::spawn(async move {
+            // As the consumer does: a transient database error (a deadlock, a serialization
+            // failure) is retried; anything else is a bug.
+            for attempt in 0.. {
+                match f
+                    .try_deliver(Fixture::order_event(order, &[(product, 1)]))
+                    .await
+                {
+                    Ok(()) => return,
+                    Err(e) if attempt < 20 => eprintln!("retrying order {order}: {e:?}"),
+                    Err(e) => panic!("order {order}: {e:?}"),
+                }
+            }
+        })
+    });
+    // Spawned, they already run at once; this only waits for each.
+    for delivery in deliveries.collect::<Vec<_>>() {
+        delivery.await.unwrap();
+    }
+    let row = f.stock(product).await;
+    assert_eq!((row.available, row.reserved, row.committed), (0, 10, 0));
+    let mut reserved = 0;
+    for order in &orders {
+        if f.state(*order).await == Some(OrderState::Reserved) {
+            reserved += 1;
+        }
+    }
+    assert_eq!(reserved, 10, "one reserved order per unit");
+    let events = f.emitted().await;
+    let outcome = |reserved: bool| {
+        events
+            .iter()
+            .filter(|e| {
+                if reserved {
+                    matches!(e, Event::InventoryReserved(_))
+                } else {
+                    matches!(e, Event::InventoryRejected(_))
+                }
+            })
+            .count()
+    };
+    assert_eq!((outcome(true), outcome(false)), (10, 20));
 }
