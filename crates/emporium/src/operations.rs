@@ -92,6 +92,49 @@ impl LiveFeed {
         // No subscriber is not an error: nobody is watching.
         let _ = self.0.send(Arc::new(event.clone()));
     }
+
+    /// Feeds this from the bus directly, for a gateway running apart from the operations service:
+    /// a consumer group of its own (each gateway instance sees every event), no inbox (a view,
+    /// not a state). A new group starts at the beginning of the log, so a starting gateway replays
+    /// history into the feed; subscribers that join later see only what comes after.
+    pub async fn follow(
+        &self,
+        bus: &dyn EventBus,
+        instance: &str,
+    ) -> Result<emporium_platform::bus::Subscription, emporium_platform::bus::BusError> {
+        let topics: Vec<String> = Topic::ALL
+            .iter()
+            .filter(|t| **t != Topic::ShippingRequest)
+            .map(|t| t.as_str().to_owned())
+            .collect();
+        bus.subscribe(
+            emporium_platform::bus::SubscribeOptions {
+                group: format!("gateway-live-{instance}"),
+                topics,
+                max_batch: 256,
+            },
+            Arc::new(FeedFromBus(self.clone())),
+        )
+        .await
+    }
+}
+
+struct FeedFromBus(LiveFeed);
+
+#[async_trait]
+impl emporium_platform::bus::BatchHandler for FeedFromBus {
+    async fn handle(
+        &self,
+        batch: &[emporium_platform::bus::Delivery],
+    ) -> Result<(), emporium_platform::bus::InfraError> {
+        for delivery in batch {
+            // An undecodable record is the consumers' business (they dead-letter it); a view skips it.
+            if let Ok(envelope) = Envelope::from_json(&delivery.record.payload) {
+                self.0.publish(&envelope);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for LiveFeed {

@@ -105,9 +105,13 @@ impl DataDirLock {
 /// The event bus the configuration names: the embedded log in the data directory, or Kafka.
 async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
     if let Some(brokers) = &config.kafka_brokers {
-        bail!(
-            "kafka_brokers is set ({brokers}), but this build has no Kafka adapter yet; unset it to use the embedded event log"
-        );
+        let kafka =
+            emporium_platform::bus::kafka::KafkaEventLog::connect(brokers, config.bus.partitions)
+                .await
+                .with_context(|| {
+                    format!("cannot reach the Kafka brokers {brokers} (kafka_brokers)")
+                })?;
+        return Ok(Arc::new(kafka));
     }
     let log = SqliteEventLog::open(&config.sqlite_path("events"), config.bus.partitions)
         .await
@@ -118,10 +122,10 @@ async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
 /// A service's database: a SQLite file in the data directory, or its own database on the
 /// PostgreSQL server.
 async fn open_db(config: &Config, name: &str) -> anyhow::Result<Db> {
-    if let Some(_url) = &config.database_url {
-        bail!(
-            "database_url is set, but this build has no PostgreSQL storage yet; unset it to use SQLite files"
-        );
+    if let Some(url) = &config.database_url {
+        return Db::open_postgres(name, url).await.with_context(|| {
+            format!("cannot open the {name} database on the PostgreSQL server (database_url)")
+        });
     }
     Db::open_sqlite(name, &config.sqlite_path(name))
         .await
@@ -278,6 +282,16 @@ pub async fn start(config: Config, part: Part) -> anyhow::Result<Running> {
         workers.push(service_workers);
     }
 
+    if part == Part::Gateway && config.kafka_brokers.is_some() {
+        let instance = uuid::Uuid::now_v7().to_string();
+        let mut feed = Workers::default();
+        feed.keep(
+            live.follow(stores.bus.as_ref(), &instance)
+                .await
+                .context("cannot follow the event bus for subscriptions and the dashboard")?,
+        );
+        workers.push(feed);
+    }
     // The services' routes, as a service process serves them (and the embedded gateway calls them).
     let services = api
         .fallback(http::not_found)

@@ -114,3 +114,113 @@ async fn migrate_prepares_every_database_and_exits() {
         .unwrap();
     assert!(again.status.success(), "{again:?}");
 }
+
+/// Every service as its own process on PostgreSQL and Kafka, the gateway in front: the saga runs
+/// across processes. Needs the servers that `scripts/dev-services` starts (`.ci/run` does); without
+/// them it says so and passes. The servers keep state between runs (databases `emporium_<service>`,
+/// the topics), so the test uses names of its own and checks only its own order.
+#[tokio::test]
+async fn a_saga_runs_across_processes_on_postgresql_and_kafka() {
+    let (Ok(database), Ok(brokers)) = (
+        std::env::var("EMPORIUM_TEST_DATABASE_URL"),
+        std::env::var("EMPORIUM_TEST_KAFKA_BROKERS"),
+    ) else {
+        eprintln!(
+            "skipped: needs EMPORIUM_TEST_DATABASE_URL and EMPORIUM_TEST_KAFKA_BROKERS (scripts/dev-services)"
+        );
+        return;
+    };
+    let common = [
+        ("EMPORIUM_JWT_SECRET", SECRET),
+        ("EMPORIUM_DATABASE_URL", database.as_str()),
+        ("EMPORIUM_KAFKA_BROKERS", brokers.as_str()),
+        ("EMPORIUM_ADMIN_EMAIL", crate::support::ADMIN_EMAIL),
+        ("EMPORIUM_ADMIN_PASSWORD", crate::support::ADMIN_PASSWORD),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut processes = Vec::new();
+    let mut addresses = Vec::new();
+    for service in [
+        "users",
+        "catalog",
+        "inventory",
+        "orders",
+        "payments",
+        "shipping",
+        "notifications",
+        "recommendations",
+        "promotions",
+        "operations",
+    ] {
+        let data = dir.path().join(service);
+        std::fs::create_dir_all(&data).unwrap();
+        let process = Platform::start_part(&data, &["serve", service], &common).await;
+        addresses.push((
+            format!("EMPORIUM_GATEWAY__SERVICES__{}", service.to_uppercase()),
+            process.base.clone(),
+        ));
+        processes.push(process);
+    }
+    let mut env: Vec<(&str, &str)> = common.to_vec();
+    env.extend(addresses.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let gateway_dir = dir.path().join("gateway");
+    std::fs::create_dir_all(&gateway_dir).unwrap();
+    let gateway = Platform::start_part(&gateway_dir, &["gateway"], &env).await;
+
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let admin = gateway.admin().await;
+    let product = gateway
+        .post_as(
+            "/api/products",
+            Some(&admin.token),
+            serde_json::json!({"name": format!("Lamp {run}"), "category": "test",
+                "price": {"amount": 2500, "currency": "USD"}, "initialStock": 5}),
+        )
+        .await;
+    assert_eq!(product.status, 201, "{product:?}");
+    let product = product.body["id"].as_str().unwrap().to_owned();
+    let customer = gateway.register(&format!("{run}@example.com")).await;
+    // The orders service learns the product's price from product-events: retry the placement
+    // until it knows it (422 UNKNOWN_PRODUCT until then).
+    let order = gateway
+        .poll("the order to be accepted", || async {
+            let reply = gateway
+                .place_order(&customer, &[(&product, 2)], "tok_visa")
+                .await;
+            (reply.status == 202).then(|| reply.body["id"].as_str().unwrap().to_owned())
+        })
+        .await;
+    let confirmed = gateway.wait_for_order(&customer, &order, "CONFIRMED").await;
+    assert_eq!(confirmed["payment"]["status"], "AUTHORIZED");
+    let stock = gateway
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/inventory/{product}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            stock.body["available"].as_i64(),
+            stock.body["reserved"].as_i64()
+        ),
+        (Some(3), Some(2))
+    );
+    // The operations service, its own process, indexed the whole saga from Kafka.
+    gateway
+        .wait_for("the saga in the admin event index", || async {
+            let events = gateway
+                .get_as(
+                    &format!("/api/admin/events?aggregateId={order}"),
+                    &admin.token,
+                )
+                .await;
+            events
+                .body
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["eventType"] == "OrderConfirmed"))
+        })
+        .await;
+    drop(processes);
+}
