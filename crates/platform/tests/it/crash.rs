@@ -277,7 +277,10 @@ async fn a_crash_between_publish_and_outbox_cleanup_duplicates_nothing() {
 #[tokio::test]
 async fn a_crash_between_the_effect_and_the_offset_commit_duplicates_nothing() {
     // Effects committed beyond the committed offset: the restart redelivers them to the inbox.
-    crash_and_recover("consumer.before_offset_commit:3", |c| {
+    // Offsets are flushed on a timer, so how many flushes a run makes depends on the machine's
+    // speed; the first flush with anything staged always happens (the run waits for zero lag), so
+    // it is the one point that is certain to be reached.
+    crash_and_recover("consumer.before_offset_commit:1", |c| {
         c.effects > c.committed
     })
     .await;
