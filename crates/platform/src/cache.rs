@@ -133,6 +133,23 @@ pub mod conformance {
     // A test suite: failing loudly is its job.
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+    /// Applies the macro `$apply` to the name of every check of the suite, so that each adapter's
+    /// tests run the whole list: `emporium_platform::cache_conformance_checks!(my_tests);`.
+    #[macro_export]
+    macro_rules! cache_conformance_checks {
+        ($apply:ident) => {
+            $apply!(
+                a_missing_key_reads_as_none,
+                a_value_is_read_back_byte_for_byte,
+                set_replaces_the_value_of_that_key_only,
+                delete_forgets_a_key,
+                an_entry_expires_after_its_ttl,
+                set_replaces_the_ttl,
+                concurrent_writes_are_whole,
+            );
+        };
+    }
+
     use std::time::Duration;
 
     use uuid::Uuid;
@@ -288,15 +305,7 @@ mod tests {
         )*};
     }
 
-    conformance_tests!(
-        a_missing_key_reads_as_none,
-        a_value_is_read_back_byte_for_byte,
-        set_replaces_the_value_of_that_key_only,
-        delete_forgets_a_key,
-        an_entry_expires_after_its_ttl,
-        set_replaces_the_ttl,
-        concurrent_writes_are_whole,
-    );
+    crate::cache_conformance_checks!(conformance_tests);
 
     #[tokio::test]
     async fn a_full_memory_cache_evicts_instead_of_growing() {

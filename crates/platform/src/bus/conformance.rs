@@ -25,6 +25,26 @@ use super::{
 };
 use crate::storage::{Db, Migration, Tx};
 
+/// Applies the macro `$apply` to the name of every check of the suite, so that each adapter's tests
+/// run the whole list, and a new check reaches every adapter:
+/// `emporium_platform::bus_conformance_checks!(my_tests);`.
+#[macro_export]
+macro_rules! bus_conformance_checks {
+    ($apply:ident) => {
+        $apply!(
+            per_key_order_is_kept,
+            every_group_sees_every_record,
+            a_restarted_consumer_resumes_from_its_committed_offset,
+            nothing_is_lost_with_concurrent_producers,
+            a_failed_batch_is_delivered_again,
+            handler_outages_and_panics_are_retried_not_dead_lettered,
+            an_undecodable_record_is_dead_lettered_at_once,
+            a_failing_event_is_dead_lettered_and_can_be_replayed,
+            an_event_delivered_twice_takes_effect_once,
+        );
+    };
+}
+
 /// Opens clients of the bus under test. Every call must reach the same underlying log, so that a
 /// second client sees what the first wrote (that is how a restart is simulated).
 #[async_trait]

@@ -48,17 +48,7 @@ macro_rules! conformance_tests {
     )*};
 }
 
-conformance_tests!(
-    per_key_order_is_kept,
-    every_group_sees_every_record,
-    a_restarted_consumer_resumes_from_its_committed_offset,
-    nothing_is_lost_with_concurrent_producers,
-    a_failed_batch_is_delivered_again,
-    handler_outages_and_panics_are_retried_not_dead_lettered,
-    an_undecodable_record_is_dead_lettered_at_once,
-    a_failing_event_is_dead_lettered_and_can_be_replayed,
-    an_event_delivered_twice_takes_effect_once,
-);
+emporium_platform::bus_conformance_checks!(conformance_tests);
 
 /// Hands every delivery to a channel.
 struct Forward(tokio::sync::mpsc::UnboundedSender<Delivery>);

@@ -30,15 +30,7 @@ macro_rules! conformance_tests {
     )*};
 }
 
-conformance_tests!(
-    a_missing_key_reads_as_none,
-    a_value_is_read_back_byte_for_byte,
-    set_replaces_the_value_of_that_key_only,
-    delete_forgets_a_key,
-    an_entry_expires_after_its_ttl,
-    set_replaces_the_ttl,
-    concurrent_writes_are_whole,
-);
+emporium_platform::cache_conformance_checks!(conformance_tests);
 
 #[tokio::test]
 async fn an_unreachable_redis_is_a_cache_error_not_a_hang() {
