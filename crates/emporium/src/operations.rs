@@ -102,9 +102,8 @@ impl LiveFeed {
         bus: &dyn EventBus,
         instance: &str,
     ) -> Result<emporium_platform::bus::Subscription, emporium_platform::bus::BusError> {
-        let topics: Vec<String> = Topic::ALL
+        let topics = observed_topics()
             .iter()
-            .filter(|t| **t != Topic::ShippingRequest)
             .map(|t| t.as_str().to_owned())
             .collect();
         bus.subscribe(
@@ -184,12 +183,7 @@ impl Service for OperationsService {
     }
 
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
-        // Every topic but `shipping-requests`: the shipping address goes to the shipping service only.
-        let topics: Vec<Topic> = Topic::ALL
-            .iter()
-            .copied()
-            .filter(|t| *t != Topic::ShippingRequest)
-            .collect();
+        let topics = observed_topics();
         workers
             .consume(
                 ctx,
@@ -202,6 +196,16 @@ impl Service for OperationsService {
         workers.keep(self.dead_letters.collect(&[]).await?);
         Ok(())
     }
+}
+
+/// What operations sees: every topic but `shipping-requests` (the shipping address goes to the
+/// shipping service only).
+fn observed_topics() -> Vec<Topic> {
+    Topic::ALL
+        .iter()
+        .copied()
+        .filter(|t| *t != Topic::ShippingRequest)
+        .collect()
 }
 
 /// Indexes every event, follows each order's status, and shows each event on the live feed.

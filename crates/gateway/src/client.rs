@@ -65,12 +65,14 @@ pub struct ServiceClient {
     transport: Transport,
 }
 
-/// Headers a client sends that the service needs; anything else stays at the edge.
-const FORWARDED: [header::HeaderName; 4] = [
+/// Headers a client sends that the service needs; anything else (cookies above all) stays at the
+/// edge.
+const FORWARDED: [header::HeaderName; 5] = [
     header::AUTHORIZATION,
     header::CONTENT_TYPE,
     header::ACCEPT,
-    header::LOCATION,
+    telemetry::CORRELATION_HEADER,
+    header::HeaderName::from_static("idempotency-key"),
 ];
 
 impl ServiceClient {
@@ -254,11 +256,7 @@ async fn forward(
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut headers = HeaderMap::new();
-    for name in FORWARDED
-        .iter()
-        .chain([&telemetry::CORRELATION_HEADER])
-        .chain([&header::HeaderName::from_static("idempotency-key")])
-    {
+    for name in &FORWARDED {
         if let Some(value) = parts.headers.get(name) {
             headers.insert(name.clone(), value.clone());
         }

@@ -219,6 +219,23 @@ fn connection<T: async_graphql::OutputType>(
     connection
 }
 
+/// A REST list as a connection: `filters` plus `first`/`after` as `limit`/`cursor`.
+async fn list<T: DeserializeOwned + async_graphql::OutputType>(
+    ctx: &Context<'_>,
+    service: &str,
+    resource: &str,
+    mut filters: Vec<(&str, Option<String>)>,
+    first: Option<i32>,
+    after: Option<String>,
+    id: impl Fn(&T) -> &str,
+) -> async_graphql::Result<Connection<String, T>> {
+    filters.push(("limit", page_size(first)?));
+    filters.push(("cursor", after.clone()));
+    let path = format!("{resource}?{}", query_string(&filters));
+    let page: Page<T> = get(ctx, service, &path).await?;
+    Ok(connection(page, after.is_some(), id))
+}
+
 // ------------------------------------------------------------------ types
 
 /// `{amount, currency}`: integer minor units and an ISO 4217 code.
@@ -517,17 +534,17 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Product>> {
-        let path = format!(
-            "/api/products?{}",
-            query_string(&[
-                ("q", q),
-                ("category", category),
-                ("limit", page_size(first)?),
-                ("cursor", after.clone()),
-            ])
-        );
-        let page: Page<Product> = get(ctx, "catalog", &path).await?;
-        Ok(connection(page, after.is_some(), |p| p.id.as_str()))
+        let filters = vec![("q", q), ("category", category)];
+        list(
+            ctx,
+            "catalog",
+            "/api/products",
+            filters,
+            first,
+            after,
+            |p: &Product| p.id.as_str(),
+        )
+        .await
     }
 
     /// One product; null if missing or deleted.
@@ -550,17 +567,20 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Order>> {
-        let path = format!(
-            "/api/orders?{}",
-            query_string(&[
-                ("status", status.map(|s| s.as_rest().to_owned())),
-                ("userId", user_id.map(|id| id.to_string())),
-                ("limit", page_size(first)?),
-                ("cursor", after.clone()),
-            ])
-        );
-        let page: Page<Order> = get(ctx, "orders", &path).await?;
-        Ok(connection(page, after.is_some(), |o| o.id.as_str()))
+        let filters = vec![
+            ("status", status.map(|s| s.as_rest().to_owned())),
+            ("userId", user_id.map(|id| id.to_string())),
+        ];
+        list(
+            ctx,
+            "orders",
+            "/api/orders",
+            filters,
+            first,
+            after,
+            |o: &Order| o.id.as_str(),
+        )
+        .await
     }
 
     /// One of the caller's orders (any order, for an admin); null if there is none.
@@ -609,12 +629,17 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Template>> {
-        let path = format!(
-            "/api/templates?{}",
-            query_string(&[("limit", page_size(first)?), ("cursor", after.clone())])
-        );
-        let page: Page<Template> = get(ctx, "notifications", &path).await?;
-        Ok(connection(page, after.is_some(), |t| t.name.as_str()))
+        let filters = Vec::new();
+        list(
+            ctx,
+            "notifications",
+            "/api/templates",
+            filters,
+            first,
+            after,
+            |t: &Template| t.name.as_str(),
+        )
+        .await
     }
 }
 
