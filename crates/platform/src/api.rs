@@ -366,6 +366,23 @@ pub fn parse_id(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(text).map_err(|_| ApiError::not_found(format!("no such {what}")))
 }
 
+/// `a,b,c`: product ids separated by commas, for batch reads; at most `max`. A bad id or too many is
+/// a 400 naming `field`.
+pub fn product_ids(text: &str, field: &str, max: usize) -> Result<Vec<uuid::Uuid>, ApiError> {
+    let ids = text
+        .split(',')
+        .map(|part| uuid::Uuid::parse_str(part.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ApiError::field(field, "must be product ids separated by commas"))?;
+    if ids.len() > max {
+        return Err(ApiError::field(
+            field,
+            format!("must name at most {max} products"),
+        ));
+    }
+    Ok(ids)
+}
+
 /// A query string serde could not read (a parameter malformed or given twice): 400 naming it.
 pub fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
     let text = rejection.body_text();

@@ -2,7 +2,7 @@
 //! is normalised.
 
 use emporium_events::Money;
-use emporium_platform::api::{ApiError, Checks};
+use emporium_platform::api::{self, ApiError, Checks};
 use uuid::Uuid;
 
 pub const NAME_MAX: usize = 200;
@@ -211,24 +211,10 @@ pub fn ids(text: Option<&str>) -> Result<Vec<String>, ApiError> {
     let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(Vec::new());
     };
-    let mut ids = Vec::new();
-    for part in text.split(',') {
-        match Uuid::parse_str(part.trim()) {
-            Ok(id) => ids.push(id.to_string()),
-            Err(_) => {
-                return Err(ApiError::field(
-                    "ids",
-                    "must be product ids separated by commas",
-                ));
-            }
-        }
-    }
-    if ids.len() > IDS_MAX {
-        return Err(ApiError::field(
-            "ids",
-            format!("must name at most {IDS_MAX} products"),
-        ));
-    }
+    let mut ids: Vec<String> = api::product_ids(text, "ids", IDS_MAX)?
+        .iter()
+        .map(Uuid::to_string)
+        .collect();
     ids.sort();
     ids.dedup();
     Ok(ids)

@@ -179,17 +179,7 @@ pub async fn get_stocks(
 ) -> Result<Json<StockList>, ApiError> {
     let Query(params) = params.map_err(api::query_error)?;
     let text = params.product_ids.unwrap_or_default();
-    let ids = text
-        .split(',')
-        .map(|part| Uuid::parse_str(part.trim()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ApiError::field("productIds", "must be product ids separated by commas"))?;
-    if ids.len() > LEVELS_MAX {
-        return Err(ApiError::field(
-            "productIds",
-            format!("must name at most {LEVELS_MAX} products"),
-        ));
-    }
+    let ids = api::product_ids(&text, "productIds", LEVELS_MAX)?;
     let rows = store::stocks(db.reader(), &ids).await?;
     let items = rows
         .iter()
