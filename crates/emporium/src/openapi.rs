@@ -124,3 +124,23 @@ mod tests {
         }
     }
 }
+
+/// The `distributed` profile is where every service's address is written down, and the deployment
+/// files under deploy/ are checked against it (`tests/it/deploy.rs`): it must name exactly the
+/// services `emporium serve` runs, or a service would be missing from the gateway and from every
+/// deployment.
+#[cfg(test)]
+mod distributed_profile {
+    #[test]
+    fn the_distributed_profile_addresses_exactly_the_services_the_binary_serves() {
+        let config = emporium_platform::config::Config::defaults(Some("distributed")).unwrap();
+        let addressed: std::collections::BTreeSet<&str> =
+            config.gateway.services.keys().map(String::as_str).collect();
+        let served: std::collections::BTreeSet<&str> =
+            crate::platform::service_names().into_iter().collect();
+        assert_eq!(
+            addressed, served,
+            "[gateway.services] of config/distributed.toml against `emporium serve`"
+        );
+    }
+}

@@ -8,6 +8,7 @@ mod admin;
 mod catalog;
 mod cli;
 mod dashboard;
+mod deploy;
 mod distributed;
 mod gateway;
 mod graphql;
