@@ -1,6 +1,6 @@
 //! The composition root: what a process runs ([`Part`]: everything, one service, or the gateway)
-//! on the backends the configuration names (SQLite files and the embedded log, or PostgreSQL and
-//! Kafka), with the relays, the consumers and the HTTP server.
+//! on the backends the configuration names (SQLite files, the embedded log and an in-process
+//! cache, or PostgreSQL, Kafka and Redis), with the relays, the consumers and the HTTP server.
 
 use std::{fs::File, net::SocketAddr, sync::Arc};
 
@@ -11,6 +11,7 @@ use emporium_platform::{
     api,
     auth::Tokens,
     bus::{EventBus, SqliteEventLog, dlq},
+    cache::{Cache, MemoryCache, RedisCache},
     config::Config,
     http::{self, Health, HealthCheck},
     service::{Service, ServiceContext, Workers},
@@ -105,12 +106,15 @@ impl DataDirLock {
 /// The event bus the configuration names: the embedded log in the data directory, or Kafka.
 async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
     if let Some(brokers) = &config.kafka_brokers {
-        let kafka =
-            emporium_platform::bus::kafka::KafkaEventLog::connect(brokers, config.bus.partitions)
-                .await
-                .with_context(|| {
-                    format!("cannot reach the Kafka brokers {brokers} (kafka_brokers)")
-                })?;
+        use emporium_platform::bus::kafka::{KafkaEventLog, KafkaOptions};
+        let options = KafkaOptions {
+            namespace: config.namespace.clone().unwrap_or_default(),
+            session_timeout: config.bus.session_timeout,
+            ..KafkaOptions::new(brokers, config.bus.partitions)
+        };
+        let kafka = KafkaEventLog::connect_with(options)
+            .await
+            .with_context(|| format!("cannot reach the Kafka brokers {brokers} (kafka_brokers)"))?;
         return Ok(Arc::new(kafka));
     }
     let log = SqliteEventLog::open(&config.sqlite_path("events"), config.bus.partitions)
@@ -123,13 +127,42 @@ async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
 /// PostgreSQL server.
 async fn open_db(config: &Config, name: &str) -> anyhow::Result<Db> {
     if let Some(url) = &config.database_url {
-        return Db::open_postgres(name, url).await.with_context(|| {
+        let database = match &config.namespace {
+            Some(namespace) => format!("{namespace}_{name}"),
+            None => name.to_owned(),
+        };
+        return Db::open_postgres(&database, url).await.with_context(|| {
             format!("cannot open the {name} database on the PostgreSQL server (database_url)")
         });
     }
     Db::open_sqlite(name, &config.sqlite_path(name))
         .await
         .with_context(|| format!("cannot open the {name} database"))
+}
+
+/// Bytes of keys and values the in-process cache holds (shared by every service of the process).
+const MEMORY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Prefix of every key this platform stores in Redis, so that the server can be shared.
+const REDIS_KEY_PREFIX: &str = "emporium:";
+
+/// The one cache of a process: Redis, shared by every instance, when `redis_url` is set; else an
+/// in-process cache. A Redis that cannot be reached stops start-up rather than falling back to a
+/// cache per instance, which the invalidations made by other instances would not reach.
+async fn open_cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
+    if let Some(url) = &config.redis_url {
+        // The URL is not repeated: it may carry a password.
+        // Keys of one namespace stay apart from another's on a shared server.
+        let prefix = match &config.namespace {
+            Some(namespace) => format!("{REDIS_KEY_PREFIX}{namespace}:"),
+            None => REDIS_KEY_PREFIX.to_owned(),
+        };
+        let redis = RedisCache::connect(url, prefix)
+            .await
+            .context("cannot reach the Redis server (redis_url)")?;
+        return Ok(Arc::new(redis));
+    }
+    Ok(Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)))
 }
 
 /// The storage of one process: the event bus and the databases of the services it runs.
@@ -232,6 +265,11 @@ pub async fn start(config: Config, part: Part) -> anyhow::Result<Running> {
         );
     }
     let stores = Stores::open(&config, &names).await?;
+    // Only services use the cache: the gateway alone never connects to Redis.
+    let cache = match part {
+        Part::Gateway => None,
+        Part::Everything | Part::Service(_) => Some(open_cache(&config).await?),
+    };
     let (stop, stop_rx) = watch::channel(false);
     // Relays stop last, after the consumers, so that what the last batches emit is published too.
     let (stop_relays, relays_stop_rx) = watch::channel(false);
@@ -259,7 +297,7 @@ pub async fn start(config: Config, part: Part) -> anyhow::Result<Running> {
                 })
             });
     for service in services().into_iter().chain(operations) {
-        let Some(db) = stores.db(service.name()).cloned() else {
+        let (Some(db), Some(cache)) = (stores.db(service.name()).cloned(), cache.clone()) else {
             continue;
         };
         db.migrate(service.migrations())
@@ -271,6 +309,7 @@ pub async fn start(config: Config, part: Part) -> anyhow::Result<Running> {
             bus: stores.bus.clone(),
             config: config.clone(),
             tokens: tokens.clone(),
+            cache,
             stop: stop_rx.clone(),
         };
         api = api.merge(service.router(&ctx));
@@ -362,6 +401,15 @@ fn router(
             )
         })
         .collect();
+    checks.extend(stores.dbs.iter().map(|(name, db)| {
+        (
+            format!("{name}-outbox"),
+            Arc::new(http::OutboxCheck {
+                db: db.clone(),
+                max_age: config.bus.outbox_max_age,
+            }) as Arc<dyn HealthCheck>,
+        )
+    }));
     checks.push(("event-log".to_owned(), Arc::new(stores.bus.clone())));
     let health = Health {
         service: match part {

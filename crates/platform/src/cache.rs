@@ -47,6 +47,19 @@ pub trait Cache: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
 }
 
+/// Counts one read-aside lookup of the cache named `cache` (the caller's namespace, such as
+/// `catalog`) in `emporium_cache_hits_total{cache}` when the answer came from the cache, or in
+/// `emporium_cache_misses_total{cache}` when it had to be computed (a failing cache included), so
+/// that an operator sees the hit ratio per use.
+pub fn count_lookup(cache: &'static str, hit: bool) {
+    let name = if hit {
+        "emporium_cache_hits_total"
+    } else {
+        "emporium_cache_misses_total"
+    };
+    metrics::counter!(name, "cache" => cache).increment(1);
+}
+
 /// What [`MemoryCache`] keeps per key: the bytes and the ttl they were stored with.
 #[derive(Clone)]
 struct Entry {

@@ -47,6 +47,12 @@ pub struct Config {
     pub kafka_brokers: Option<String>,
     #[serde(default, deserialize_with = "lossy_string_opt")]
     pub redis_url: Option<String>,
+    /// Prefix of the databases, topics, consumer groups and cache keys this platform uses on shared
+    /// servers (PostgreSQL databases `emporium_<namespace>_<service>`, Kafka `<namespace>.<name>`,
+    /// Redis `emporium:<namespace>:…`), so that several environments share one server apart.
+    /// Unset: none.
+    #[serde(default, deserialize_with = "lossy_string_opt")]
+    pub namespace: Option<String>,
     #[serde(default, deserialize_with = "lossy_string_opt")]
     pub smtp_url: Option<String>,
     pub payment_limit: i64,
@@ -76,6 +82,13 @@ pub struct BusConfig {
     pub retry_backoff: Duration,
     #[serde(with = "human_duration")]
     pub retry_backoff_max: Duration,
+    /// Kafka: how long a member that stopped answering keeps its partitions (and how long the
+    /// broker may be unreachable before members must rejoin their groups).
+    #[serde(with = "human_duration")]
+    pub session_timeout: Duration,
+    /// `/health` reports a service's outbox DOWN when its oldest unpublished event is older.
+    #[serde(with = "human_duration")]
+    pub outbox_max_age: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,6 +268,15 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return fail("data_dir", "must not be empty");
         }
+        if let Some(namespace) = &self.namespace {
+            let plain = (1..=24).contains(&namespace.len())
+                && namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !plain {
+                return fail("namespace", "must be 1 to 24 of a-z, 0-9 and _");
+            }
+        }
         if self.payment_limit <= 0 {
             return fail("payment_limit", "must be a positive amount in minor units");
         }
@@ -318,6 +340,12 @@ impl Config {
                 "bus.retry_backoff",
                 "must not be longer than bus.retry_backoff_max",
             );
+        }
+        if self.bus.session_timeout < Duration::from_secs(1) {
+            return fail("bus.session_timeout", "must be at least 1s");
+        }
+        if self.bus.outbox_max_age.is_zero() {
+            return fail("bus.outbox_max_age", "must be longer than zero");
         }
         if self.http.body_limit < 1024 {
             return fail("http.body_limit", "must be at least 1024 bytes");
@@ -515,6 +543,8 @@ mod tests {
             ),
             ("EMPORIUM_DATABASE_URL", "mysql://x", "database_url"),
             ("EMPORIUM_BUS__PARTITIONS", "0", "bus.partitions"),
+            ("EMPORIUM_BUS__OUTBOX_MAX_AGE", "0s", "bus.outbox_max_age"),
+            ("EMPORIUM_NAMESPACE", "Staging-1", "namespace"),
             ("EMPORIUM_JWT_SECRET", "short", "jwt_secret"),
             ("EMPORIUM_LISTN", "127.0.0.1:1", "listn"),
         ];

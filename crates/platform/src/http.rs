@@ -35,6 +35,30 @@ impl HealthCheck for Arc<dyn EventBus> {
     }
 }
 
+/// A service's outbox, as readiness sees it: DOWN when its oldest unpublished event has waited
+/// longer than `max_age`, which means the relay cannot publish (the bus is down or far behind).
+/// The service still accepts writes then (the outbox holds them), but an orchestrator should send
+/// traffic to an instance that can deliver its events.
+pub struct OutboxCheck {
+    pub db: Db,
+    pub max_age: Duration,
+}
+
+#[async_trait]
+impl HealthCheck for OutboxCheck {
+    async fn check(&self) -> Result<(), String> {
+        match self.db.oldest_outbox_age().await {
+            Ok(Some(age)) if age > self.max_age => Err(format!(
+                "the oldest unpublished event has waited {} ms (bus.outbox_max_age is {} ms)",
+                age.as_millis(),
+                self.max_age.as_millis()
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 /// What `/health` reports on.
 #[derive(Clone)]
 pub struct Health {

@@ -14,6 +14,7 @@ use crate::{
         BusError, EventBus, Subscription,
         consumer::{Consumer, EventHandler, RetryPolicy},
     },
+    cache::Cache,
     config::Config,
     storage::{Db, Migration},
 };
@@ -26,6 +27,9 @@ pub struct ServiceContext {
     pub bus: Arc<dyn EventBus>,
     pub config: Arc<Config>,
     pub tokens: Arc<Tokens>,
+    /// The process's one cache (Redis when `redis_url` is set, shared by every instance; else in
+    /// process), shared by its services: keys are namespaced by service (`catalog:...`).
+    pub cache: Arc<dyn Cache>,
     /// Turns true when the platform stops: background loops end.
     pub stop: watch::Receiver<bool>,
 }

@@ -668,3 +668,52 @@ async fn control_characters_in_product_text_are_refused_naming_the_field() {
     assert_eq!(unchanged.body["name"], "Lamp");
     assert_eq!(unchanged.body["description"], text);
 }
+
+/// A product read twice is a cache miss, then a hit (`emporium_cache_*_total{cache="catalog"}`);
+/// a change is read at once after it, and a deleted product is 404, on whichever cache `env`
+/// gives the platform.
+async fn product_reads_go_through_the_cache(env: &[(&str, &str)]) {
+    let platform = Platform::start_with(env).await;
+    let admin = platform.admin().await;
+    let id = product(&platform, &admin, "Lamp", None, "lighting").await;
+    let path = format!("/api/products/{id}");
+    let lookups = || async {
+        let catalog = r#"cache="catalog""#;
+        (
+            platform.metric("emporium_cache_hits_total", catalog).await,
+            platform
+                .metric("emporium_cache_misses_total", catalog)
+                .await,
+        )
+    };
+    assert_eq!(lookups().await, (0.0, 0.0));
+    let first = get(&platform, &path).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(get(&platform, &path).await.body, first.body);
+    assert_eq!(lookups().await, (1.0, 1.0), "a miss, then a hit");
+
+    let updated = patch(&platform, &admin, &id, json!({"name": "Desk Lamp"})).await;
+    assert_eq!(updated.status, 200, "{updated:?}");
+    assert_eq!(get(&platform, &path).await.body, updated.body);
+    assert_eq!(lookups().await, (1.0, 2.0), "the update forgot it");
+
+    assert_eq!(delete(&platform, Some(&admin.token), &id).await.status, 204);
+    assert_eq!(get(&platform, &path).await.status, 404);
+}
+
+#[tokio::test]
+async fn product_reads_go_through_the_in_process_cache() {
+    product_reads_go_through_the_cache(&[]).await;
+}
+
+#[tokio::test]
+async fn product_reads_go_through_redis_when_redis_url_is_set() {
+    let Ok(url) = std::env::var("EMPORIUM_TEST_REDIS_URL") else {
+        eprintln!(
+            "skipped: the catalog on Redis needs EMPORIUM_TEST_REDIS_URL \
+             (run scripts/dev-services; .ci/run does)"
+        );
+        return;
+    };
+    product_reads_go_through_the_cache(&[("EMPORIUM_REDIS_URL", &url)]).await;
+}

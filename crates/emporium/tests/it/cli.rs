@@ -30,6 +30,8 @@ async fn bad_configuration_stops_start_up_naming_the_key() {
         ("EMPORIUM_PAYMENT_LIMIT", "0", "payment_limit"),
         ("EMPORIUM_LOG", "info,[[[", "log"),
         ("EMPORIUM_PROFILE", "production", "profile"),
+        // Nothing listens on port 1.
+        ("EMPORIUM_REDIS_URL", "redis://127.0.0.1:1", "redis_url"),
     ];
     for (var, value, key) in cases {
         let output = run(dir.path(), &[], &[(var, value)]).await;

@@ -26,6 +26,8 @@ async fn health_lists_every_service_and_dependency() {
     assert_eq!(body["service"], "gateway");
     for service in SERVICES {
         assert_eq!(body["checks"][service], "UP", "{service} in {body}");
+        let outbox = format!("{service}-outbox");
+        assert_eq!(body["checks"][&outbox], "UP", "{outbox} in {body}");
     }
     assert_eq!(body["checks"]["event-log"], "UP");
     let live = platform.get("/health/live").await;

@@ -22,6 +22,9 @@ pub struct Platform {
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
     pub http: reqwest::Client,
+    /// When this is the gateway of a cluster (one process per service): the base URLs of the
+    /// service processes, whose `/metrics` tell their consumer lag and outbox backlog.
+    pub peers: Vec<String>,
 }
 
 /// The binary with the test profile and a data dir; the caller adds what it needs.
@@ -96,6 +99,7 @@ impl Platform {
                 .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
+            peers: Vec::new(),
         }
     }
 
@@ -282,6 +286,15 @@ impl Platform {
 
     /// Waits until consumer group `group` has consumed everything on the log so far.
     pub async fn wait_for_group(&self, admin: &Session, group: &str) {
+        if !self.peers.is_empty() {
+            let labels = format!("group=\"{group}\"");
+            return self
+                .wait_for(&format!("{group} to catch up"), || async {
+                    let lags = self.peer_series("emporium_consumer_lag", &labels).await;
+                    !lags.is_empty() && lags.iter().all(|lag| *lag == 0.0)
+                })
+                .await;
+        }
         self.wait_for(&format!("{group} to catch up"), || async {
             let stats = self.get_as("/api/admin/stats", &admin.token).await;
             stats.body["consumerLag"]
@@ -379,6 +392,35 @@ impl Platform {
 }
 
 impl Platform {
+    /// The values of the series `name` whose labels contain `labels`, from every peer's `/metrics`.
+    pub async fn peer_series(&self, name: &str, labels: &str) -> Vec<f64> {
+        let mut values = Vec::new();
+        for peer in &self.peers {
+            let text = self
+                .http
+                .get(format!("{peer}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            values.extend(
+                text.lines()
+                    .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(labels))
+                    .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok()),
+            );
+        }
+        values
+    }
+
+    /// Whether every peer's consumer groups have caught up and every outbox is empty.
+    pub async fn peers_are_quiet(&self) -> bool {
+        let lags = self.peer_series("emporium_consumer_lag", "").await;
+        let backlogs = self.peer_series("emporium_outbox_backlog", "").await;
+        !lags.is_empty() && lags.iter().chain(&backlogs).all(|v| *v == 0.0)
+    }
+
     /// Polls `probe` every 20 ms for up to 30 s until it returns `Some`; returns that value.
     pub async fn poll<T, F, Fut>(&self, what: &str, mut probe: F) -> T
     where

@@ -10,7 +10,8 @@
 //! - **Topics** are created on first use (publish or subscribe) with the configured partitions;
 //!   "already exists" is success, and a topic that exists keeps its own partition count.
 //! - **Subscribe.** One consumer per subscription in the Kafka consumer group: the broker splits the
-//!   partitions between the members of every process. Offsets are committed by hand
+//!   partitions between the members of every process, incrementally (`cooperative-sticky`: a
+//!   rebalance moves only what must move, and the others keep working). Offsets are committed by hand
 //!   (`enable.auto.commit=false`) once a batch handler returned `Ok`; a failed batch stays in memory
 //!   and is handed over again after a backoff (it starts at the committed offset, so this is the
 //!   redelivery the port asks for), while the other partitions go on.
@@ -63,6 +64,10 @@ pub struct KafkaOptions {
     pub delivery_timeout: Duration,
     /// Shown in the broker's logs and group listings.
     pub client_id: String,
+    /// Prefix of every topic and group on the cluster (`<namespace>.<name>`), so that several
+    /// environments share one cluster without seeing each other's events; empty for none. The
+    /// port's users see the names without it.
+    pub namespace: String,
 }
 
 impl KafkaOptions {
@@ -72,10 +77,12 @@ impl KafkaOptions {
             partitions: partitions.clamp(1, 1024),
             replication: None,
             // Short enough that a crashed member's partitions move on quickly, long enough for a
-            // busy process to heartbeat (the broker's minimum is usually 6 s).
-            session_timeout: Duration::from_secs(6),
+            // busy process to heartbeat and for a short broker outage (the broker's minimum is
+            // usually 6 s). `bus.session_timeout` in the configuration.
+            session_timeout: Duration::from_secs(10),
             delivery_timeout: Duration::from_secs(30),
             client_id: "emporium".to_owned(),
+            namespace: String::new(),
         }
     }
 }
@@ -159,12 +166,20 @@ impl KafkaEventLog {
         Ok(log)
     }
 
+    /// The name of a topic or group on the cluster.
+    fn physical(&self, name: &str) -> String {
+        physical(&self.inner.options.namespace, name)
+    }
+
     /// Creates the topic with `partitions` partitions unless it exists; returns its partition count.
     pub async fn create_topic(&self, topic: &str, partitions: u32) -> Result<u32, BusError> {
         validate_topic(topic)?;
         if let Some(n) = lock(&self.inner.topics).get(topic) {
             return Ok(*n);
         }
+        let logical = topic;
+        let physical = self.physical(logical);
+        let topic = physical.as_str();
         let replication = TopicReplication::Fixed(
             self.inner
                 .options
@@ -193,7 +208,7 @@ impl KafkaEventLog {
         let deadline = tokio::time::Instant::now() + METADATA_TIMEOUT;
         loop {
             if let Some(n) = self.fetch_partitions(topic).await? {
-                lock(&self.inner.topics).insert(topic.to_owned(), n);
+                lock(&self.inner.topics).insert(logical.to_owned(), n);
                 return Ok(n);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -240,7 +255,7 @@ impl KafkaEventLog {
             return Ok(reader.clone());
         }
         let reader: BaseConsumer = base_config(&self.inner.options)
-            .set("group.id", group)
+            .set("group.id", self.physical(group))
             .set("enable.auto.commit", "false")
             .create()
             .map_err(unavailable)?;
@@ -248,6 +263,26 @@ impl KafkaEventLog {
         readers.insert(group.to_owned(), reader.clone());
         Ok(reader)
     }
+}
+
+/// `<namespace>.<name>`, or `name` without a namespace.
+fn physical(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{namespace}.{name}")
+    }
+}
+
+/// The name the port's users know: `physical` without the namespace.
+fn logical<'a>(namespace: &str, physical: &'a str) -> &'a str {
+    if namespace.is_empty() {
+        return physical;
+    }
+    physical
+        .strip_prefix(namespace)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(physical)
 }
 
 /// Settings every client shares.
@@ -348,21 +383,28 @@ impl EventBus for KafkaEventLog {
         for record in records {
             validate_topic(&record.topic)?;
         }
-        let mut counts = HashMap::new();
+        // Each topic's partition count and its name on the cluster.
+        let mut topics = HashMap::new();
         for record in records {
-            if !counts.contains_key(record.topic.as_str()) {
-                counts.insert(record.topic.as_str(), self.partitions(&record.topic).await?);
+            if !topics.contains_key(record.topic.as_str()) {
+                let partitions = self.partitions(&record.topic).await?;
+                topics.insert(
+                    record.topic.as_str(),
+                    (partitions, self.physical(&record.topic)),
+                );
             }
         }
         // Enqueue everything first (in order: the idempotent producer keeps it per partition even
         // with several requests in flight), then wait for every acknowledgement.
         let mut acks = Vec::with_capacity(records.len());
         for record in records {
-            let partitions = counts.get(record.topic.as_str()).copied().unwrap_or(1);
-            let mut message = FutureRecord::to(&record.topic)
+            let Some((partitions, topic)) = topics.get(record.topic.as_str()) else {
+                continue;
+            };
+            let mut message = FutureRecord::to(topic)
                 .key(record.key.as_str())
                 .payload(record.payload.as_slice())
-                .partition(partition_for(&record.key, partitions) as i32)
+                .partition(partition_for(&record.key, *partitions) as i32)
                 .headers(kafka_headers(record));
             loop {
                 match self.inner.producer.send_result(message) {
@@ -404,16 +446,21 @@ impl EventBus for KafkaEventLog {
         }
         let session = self.inner.options.session_timeout.as_millis().max(1000);
         let consumer: StreamConsumer = base_config(&self.inner.options)
-            .set("group.id", &options.group)
+            .set("group.id", self.physical(&options.group))
             .set("enable.auto.commit", "false")
             // A group's first member starts at the beginning, as the port requires.
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 3).to_string())
             .set("fetch.wait.max.ms", "100")
+            // Incremental rebalances: a member keeps its partitions while others join or leave, and
+            // only what moves is revoked. With the eager assignors, tansu 0.6 (the broker the tests
+            // run on) hands a dead member's partitions to nobody after its session expires.
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .create()
             .map_err(unavailable)?;
-        let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+        let topics: Vec<String> = options.topics.iter().map(|t| self.physical(t)).collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(unavailable)?;
         lock(&self.inner.groups)
             .entry(options.group.clone())
@@ -424,6 +471,7 @@ impl EventBus for KafkaEventLog {
         let member = Member {
             consumer: Arc::new(consumer),
             group: options.group,
+            namespace: self.inner.options.namespace.clone(),
             max_batch: options.max_batch.max(1),
             handler,
             stop: stop_rx,
@@ -441,9 +489,11 @@ impl EventBus for KafkaEventLog {
             let mut partitions = Vec::new();
             for topic in topics {
                 let count = self.partitions(&topic).await?;
+                let topic = self.physical(&topic);
                 partitions.extend((0..count).map(|p| (topic.clone(), p)));
             }
             let reader = self.offset_reader(&group)?;
+            let namespace = self.inner.options.namespace.clone();
             lags.extend(
                 blocking(move || {
                     let mut tpl = TopicPartitionList::new();
@@ -469,7 +519,7 @@ impl EventBus for KafkaEventLog {
                         };
                         out.push(PartitionLag {
                             group: group.clone(),
-                            topic: element.topic().to_owned(),
+                            topic: logical(&namespace, element.topic()).to_owned(),
                             partition: element.partition().max(0) as u32,
                             end: high.max(0) as u64,
                             committed: next.max(0) as u64,
@@ -519,6 +569,8 @@ struct Part {
 struct Member {
     consumer: Arc<StreamConsumer>,
     group: String,
+    /// Stripped from the topic of each delivery (partitions are keyed by the cluster's names).
+    namespace: String,
     max_batch: usize,
     handler: Arc<dyn BatchHandler>,
     stop: watch::Receiver<bool>,
@@ -581,11 +633,10 @@ impl Member {
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     }
 
-    fn take(&mut self, delivery: Delivery) {
-        let part = self
-            .parts
-            .entry((delivery.record.topic.clone(), delivery.partition as i32))
-            .or_default();
+    fn take(&mut self, mut delivery: Delivery) {
+        let key = (delivery.record.topic.clone(), delivery.partition as i32);
+        delivery.record.topic = logical(&self.namespace, &delivery.record.topic).to_owned();
+        let part = self.parts.entry(key).or_default();
         // After a rebalance the client fetches from the committed offset again: skip what is held.
         let seen = part.next.is_some_and(|next| delivery.offset < next)
             || part

@@ -407,6 +407,18 @@ impl Db {
             .await?)
     }
 
+    /// How long the oldest row has waited in the outbox (`None` when it is empty). A relay that
+    /// cannot publish (the bus is down) shows as an age that keeps growing.
+    pub async fn oldest_outbox_age(&self) -> Result<Option<Duration>, StorageError> {
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(created_at) FROM outbox")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(oldest.map(|created_at| {
+            let age = Utc::now().timestamp_millis().saturating_sub(created_at);
+            Duration::from_millis(u64::try_from(age).unwrap_or(0))
+        }))
+    }
+
     /// Has `consumer` applied the event with this id?
     pub async fn inbox_contains(
         &self,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use emporium_platform::bus::{
-    BatchHandler, Delivery, EventBus, InfraError, KafkaEventLog, Record, SubscribeOptions,
-    conformance, headers, kafka::TRACEPARENT, partition_for,
+    BatchHandler, Delivery, EventBus, InfraError, KafkaEventLog, KafkaOptions, Record,
+    SubscribeOptions, conformance, headers, kafka::TRACEPARENT, partition_for,
 };
 
 const BROKERS: &str = "EMPORIUM_TEST_KAFKA_BROKERS";
@@ -49,6 +49,116 @@ macro_rules! conformance_tests {
 }
 
 emporium_platform::bus_conformance_checks!(conformance_tests);
+
+/// The same suite on a namespaced client: every topic and group gets a prefix on the cluster, and
+/// the port's users must not notice.
+mod namespaced {
+    use super::*;
+
+    struct Namespaced(Kafka);
+
+    #[async_trait]
+    impl conformance::BusFactory for Namespaced {
+        async fn open(&self) -> Arc<dyn EventBus> {
+            Arc::new(
+                KafkaEventLog::connect_with(namespaced(&self.0.brokers, "conformance"))
+                    .await
+                    .unwrap(),
+            )
+        }
+    }
+
+    macro_rules! namespaced_conformance_tests {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(kafka) = Kafka::from_env(stringify!($name)) else { return };
+                conformance::$name(&Namespaced(kafka)).await;
+            }
+        )*};
+    }
+
+    emporium_platform::bus_conformance_checks!(namespaced_conformance_tests);
+}
+
+fn namespaced(brokers: &str, namespace: &str) -> KafkaOptions {
+    KafkaOptions {
+        namespace: namespace.to_owned(),
+        ..KafkaOptions::new(brokers, 4)
+    }
+}
+
+/// Two namespaces on one cluster do not see each other's events; on the cluster, the topic is
+/// `<namespace>.<topic>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_keep_environments_apart_on_one_cluster() {
+    let Some(kafka) = Kafka::from_env("namespaces_keep_environments_apart_on_one_cluster") else {
+        return;
+    };
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let blue = KafkaEventLog::connect_with(namespaced(&kafka.brokers, &format!("blue{run}")))
+        .await
+        .unwrap();
+    let green = KafkaEventLog::connect_with(namespaced(&kafka.brokers, &format!("green{run}")))
+        .await
+        .unwrap();
+    let plain = KafkaEventLog::connect(&kafka.brokers, 4).await.unwrap();
+    let record = |payload: &str| Record {
+        topic: "orders".to_owned(),
+        key: "order-1".to_owned(),
+        payload: payload.as_bytes().to_vec(),
+        headers: Default::default(),
+    };
+    blue.publish(&[record("blue")]).await.unwrap();
+    green.publish(&[record("green")]).await.unwrap();
+
+    let group = format!("readers{run}");
+    let subscribe = |bus: &KafkaEventLog, topic: &str| {
+        let bus = bus.clone();
+        let topic = topic.to_owned();
+        let group = group.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let sub = bus
+                .subscribe(
+                    SubscribeOptions {
+                        group,
+                        topics: vec![topic],
+                        max_batch: 8,
+                    },
+                    Arc::new(Forward(tx)),
+                )
+                .await
+                .unwrap();
+            (sub, rx)
+        }
+    };
+    let first = |mut rx: tokio::sync::mpsc::UnboundedReceiver<Delivery>| async move {
+        tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+            .await
+            .expect("a record arrives")
+            .unwrap()
+    };
+    let (blue_sub, blue_rx) = subscribe(&blue, "orders").await;
+    let blue_seen = first(blue_rx).await;
+    assert_eq!(blue_seen.record.payload, b"blue");
+    assert_eq!(blue_seen.record.topic, "orders", "users see the plain name");
+    // The lag is reported under the plain names too, and nothing is left: green's record is not
+    // blue's.
+    let lags = blue.lag().await.unwrap();
+    assert!(
+        lags.iter().all(|l| l.group == group && l.topic == "orders"),
+        "{lags:?}"
+    );
+    blue_sub.stop().await;
+    let (green_sub, green_rx) = subscribe(&green, "orders").await;
+    assert_eq!(first(green_rx).await.record.payload, b"green");
+    green_sub.stop().await;
+    // On the cluster, the namespace is part of the topic's name.
+    let (plain_sub, plain_rx) = subscribe(&plain, &format!("blue{run}.orders")).await;
+    assert_eq!(first(plain_rx).await.record.payload, b"blue");
+    plain_sub.stop().await;
+}
 
 /// Hands every delivery to a channel.
 struct Forward(tokio::sync::mpsc::UnboundedSender<Delivery>);

@@ -8,6 +8,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use emporium_events::{Envelope, Event, ProductDeleted};
 use emporium_platform::{
     bus::{EventBus, SqliteEventLog, partition_for},
+    http::{HealthCheck, OutboxCheck},
     storage::{Db, Dialect, EventContext, Migration, relay::Relay},
 };
 use sqlx::Connection;
@@ -160,6 +161,7 @@ storage_tests!(
     migrations_run_once_and_can_run_again,
     a_committed_transaction_leaves_its_events_in_the_outbox_and_the_relay_publishes_them,
     a_rolled_back_transaction_emits_nothing,
+    readiness_reports_an_outbox_whose_oldest_event_waited_too_long,
     the_relay_wakes_on_commit_and_keeps_order,
     the_inbox_recognises_an_event_applied_before,
     ;
@@ -273,6 +275,31 @@ async fn a_committed_transaction_leaves_its_events_in_the_outbox_and_the_relay_p
     assert_eq!(envelope.aggregate_id, id.to_string());
     assert_eq!(envelope.source, "items");
     assert_eq!(delivered[0].record.header("correlation-id"), Some("corr-7"));
+}
+
+async fn readiness_reports_an_outbox_whose_oldest_event_waited_too_long(s: Setup) {
+    let check = |max_age| OutboxCheck {
+        db: s.db.clone(),
+        max_age,
+    };
+    assert_eq!(s.db.oldest_outbox_age().await.unwrap(), None);
+    assert_eq!(check(Duration::from_millis(1)).check().await, Ok(()));
+    add_item(&s.db, "c").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let age = s.db.oldest_outbox_age().await.unwrap().unwrap();
+    assert!(
+        age >= Duration::from_millis(20) && age < Duration::from_secs(60),
+        "{age:?}"
+    );
+    let down = check(Duration::from_millis(10)).check().await.unwrap_err();
+    assert!(down.contains("bus.outbox_max_age"), "{down}");
+    assert_eq!(check(Duration::from_secs(3600)).check().await, Ok(()));
+    // Once published, the outbox is fresh again.
+    Relay::new(s.db.clone(), s.bus.clone(), 10)
+        .drain()
+        .await
+        .unwrap();
+    assert_eq!(check(Duration::from_millis(10)).check().await, Ok(()));
 }
 
 async fn a_rolled_back_transaction_emits_nothing(s: Setup) {

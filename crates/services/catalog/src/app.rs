@@ -1,16 +1,21 @@
 //! The catalog's use cases: each checks with [`crate::domain`], then writes the product and its
-//! event in one transaction.
+//! event in one transaction. Single products are read through the cache ([`crate::cache`]), which
+//! each write invalidates once committed.
+
+use std::sync::Arc;
 
 use chrono::Utc;
 use emporium_events::{Event, Money, ProductCreated, ProductDeleted, ProductUpdated};
 use emporium_platform::{
     api::{ApiError, PageRequest},
-    storage::{Db, EventContext},
+    cache::{self, Cache},
+    storage::{Db, EventContext, StorageError},
 };
 use uuid::Uuid;
 
 use crate::{
     NAME,
+    cache::ProductCache,
     domain::{self, ProductPatch},
     store::{self, Product},
 };
@@ -19,6 +24,7 @@ use crate::{
 #[derive(Clone)]
 pub struct Catalog {
     db: Db,
+    cache: ProductCache,
 }
 
 fn no_such_product() -> ApiError {
@@ -26,8 +32,12 @@ fn no_such_product() -> ApiError {
 }
 
 impl Catalog {
-    pub fn new(db: Db) -> Self {
-        Catalog { db }
+    /// The catalog on its database, caching single products in `cache`.
+    pub fn new(db: Db, cache: Arc<dyn Cache>) -> Self {
+        Catalog {
+            db,
+            cache: ProductCache::new(cache),
+        }
     }
 
     /// Creates a product; emits `ProductCreated` with its initial stock, for inventory.
@@ -63,12 +73,39 @@ impl Catalog {
         Ok(product)
     }
 
-    /// A live product.
+    /// A live product, read aside through the cache: set, then check (see [`crate::cache`]).
     pub async fn get(&self, id: Uuid) -> Result<Product, ApiError> {
+        let cached = self.cache.get(id).await;
+        cache::count_lookup(NAME, cached.is_some());
+        if let Some(product) = cached {
+            return Ok(product);
+        }
+        let product = self.read(id).await?.ok_or_else(no_such_product)?;
+        if self.cache.put(&product).await {
+            // A write that committed after the read above and forgot the key before the store
+            // would leave the old row cached: read again and keep the entry only if the row is
+            // still the one stored. Any doubt (changed, deleted, unreadable) forgets it.
+            let still = matches!(self.read(id).await, Ok(Some(now)) if now == product);
+            if !still {
+                self.forget(id).await;
+            }
+        }
+        Ok(product)
+    }
+
+    async fn read(&self, id: Uuid) -> Result<Option<Product>, StorageError> {
         let mut conn = self.db.reader().acquire().await?;
-        store::find(&mut conn, id)
-            .await?
-            .ok_or_else(no_such_product)
+        store::find(&mut conn, id).await
+    }
+
+    /// Forgets product `id` in the cache after a committed write. A failure is only logged: the
+    /// write is done, and the catalog's consumer of `product-events` forgets it again when the
+    /// write's event arrives.
+    async fn forget(&self, id: Uuid) {
+        if let Err(e) = self.cache.forget(id).await {
+            tracing::warn!(error = %e, product_id = %id,
+                "cannot forget a product in the cache; its event will");
+        }
     }
 
     /// Applies an edit; emits `ProductUpdated` with the full new values when anything changed.
@@ -102,6 +139,7 @@ impl Catalog {
             .await?
             .ok_or_else(no_such_product)?;
         tx.commit().await?;
+        self.forget(id).await;
         Ok(product)
     }
 
@@ -117,6 +155,7 @@ impl Catalog {
         tx.emit(Event::ProductDeleted(ProductDeleted { product_id: id }))
             .await?;
         tx.commit().await?;
+        self.forget(id).await;
         Ok(())
     }
 
@@ -148,7 +187,8 @@ mod tests {
             .await
             .unwrap();
         db.migrate(store::MIGRATIONS).await.unwrap();
-        (dir, Catalog::new(db))
+        let cache = Arc::new(emporium_platform::cache::MemoryCache::new(1024 * 1024));
+        (dir, Catalog::new(db, cache))
     }
 
     /// The envelopes waiting in the outbox, as JSON.

@@ -10,15 +10,28 @@
 //! - Emits on `product-events`: `ProductCreated` (with `initialStock`, from which inventory makes
 //!   the stock record), `ProductUpdated` (the full new values, only when something changed) and
 //!   `ProductDeleted`, each in the transaction that makes the change.
-//! - Consumes nothing.
+//! - Consumes its own `product-events`, only to invalidate its cache.
+//!
+//! `GET /api/products/{id}` is read aside through the process's cache (`ServiceContext::cache`:
+//! Redis when `redis_url` is set, shared by every instance; else in process), under
+//! `catalog:v1:product:<id>` for at most five minutes. An update or delete forgets the entry as
+//! soon as it commits, so the next read shows it; the consumer of the product's event forgets it
+//! again, which covers a forget that failed; a read racing a write checks the row again after
+//! storing it, so it cannot leave the old row cached. A failing cache is bypassed, never an
+//! error. Lists and searches are not cached. The details and the argument are in [`cache`].
 
 pub mod app;
+pub mod cache;
+#[cfg(test)]
+mod cache_tests;
+pub mod consumers;
 pub mod domain;
 pub mod http;
 pub mod store;
 
 use async_trait::async_trait;
 use axum::Router;
+use emporium_events::Topic;
 use emporium_platform::{
     service::{Service, ServiceContext, Workers},
     storage::Migration,
@@ -41,10 +54,14 @@ impl Service for CatalogService {
     }
 
     fn router(&self, ctx: &ServiceContext) -> Router {
-        http::router(app::Catalog::new(ctx.db.clone()))
+        http::router(app::Catalog::new(ctx.db.clone(), ctx.cache.clone()))
     }
 
-    async fn start(&self, _ctx: &ServiceContext, _workers: &mut Workers) -> anyhow::Result<()> {
+    async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
+        let invalidator = consumers::CacheInvalidator {
+            cache: cache::ProductCache::new(ctx.cache.clone()),
+        };
+        workers.consume(ctx, &[Topic::Product], invalidator).await?;
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use emporium_events::{
     RecommendationsIssued,
 };
 use emporium_platform::{
-    cache::Cache,
+    cache::{self, Cache},
     storage::{Db, StorageError, Tx},
 };
 use serde::{Deserialize, Serialize};
@@ -34,15 +34,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
+    NAME,
     domain::{self, Contribution, Model, Scored},
     store::{self, ProductChange, ProductRow},
 };
 
 /// How long a cached answer lives at most (it is usually replaced sooner by a new generation).
 pub const CACHE_TTL: Duration = Duration::from_secs(600);
-
-/// Bytes of keys and answers the in-process cache holds.
-pub const MEMORY_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Why a request for recommendations did not give any.
 #[derive(Debug, thiserror::Error)]
@@ -270,7 +268,9 @@ impl Recommender {
     async fn serve(&self, subject: Subject, limit: usize) -> Result<Vec<Recommendation>, Error> {
         let mut conn = self.db.reader().acquire().await?;
         let key = cache_key(store::generation(&mut conn).await?, subject, limit);
-        if let Some(hit) = self.cached(&key).await {
+        let hit = self.cached(&key).await;
+        cache::count_lookup(NAME, hit.is_some());
+        if let Some(hit) = hit {
             return Ok(hit);
         }
         let answer = match subject {

@@ -34,7 +34,10 @@
 //! `GET /api/products/{id}/recommendations?limit=` (public; 404 `NOT_FOUND` for a product it does
 //! not know or knows deleted, as the catalog answers): `[{product, score, reason}]`, best first,
 //! `limit` 1–100 (default 10). How products are scored and explained is in [`domain`]; answers are
-//! cached read-aside through the platform's [`Cache`] port (in process here).
+//! cached read-aside in the process's cache (`ServiceContext::cache`: Redis when `redis_url` is
+//! set, shared by every instance; the generation that invalidates is in the database, so it holds
+//! across instances too), counted in `emporium_cache_hits_total{cache="recommendations"}` and
+//! `emporium_cache_misses_total`.
 
 pub mod app;
 pub mod consumers;
@@ -44,13 +47,10 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use axum::Router;
 use emporium_events::Topic;
 use emporium_platform::{
-    cache::{Cache, MemoryCache},
     service::{Service, ServiceContext, Workers},
     storage::Migration,
 };
@@ -71,12 +71,10 @@ impl Service for RecommendationsService {
     }
 
     fn router(&self, ctx: &ServiceContext) -> Router {
-        // The consumers never touch the cache (a new generation is what invalidates), so the
-        // router can own it.
-        let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(app::MEMORY_CACHE_BYTES));
+        // The consumers never touch the cache: a new generation is what invalidates.
         http::router(app::Recommender {
             db: ctx.db.clone(),
-            cache,
+            cache: ctx.cache.clone(),
         })
     }
 
