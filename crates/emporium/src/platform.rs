@@ -356,7 +356,9 @@ pub async fn start(config: Config, part: Part) -> anyhow::Result<Running> {
         .merge(crate::dashboard::router(config.admin_email.is_some())),
         None => services,
     };
-    let app = router(&config, &stores, front, part, tokens);
+    // Redis is a dependency worth reporting; the in-process cache cannot be down.
+    let shared_cache = cache.filter(|_| config.redis_url.is_some());
+    let app = router(&config, &stores, shared_cache, front, part, tokens);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
@@ -387,6 +389,7 @@ pub async fn start(config: Config, part: Part) -> anyhow::Result<Running> {
 fn router(
     config: &Config,
     stores: &Stores,
+    shared_cache: Option<Arc<dyn Cache>>,
     front: Router,
     part: Part,
     tokens: Arc<Tokens>,
@@ -411,6 +414,9 @@ fn router(
         )
     }));
     checks.push(("event-log".to_owned(), Arc::new(stores.bus.clone())));
+    if let Some(cache) = shared_cache {
+        checks.push(("cache".to_owned(), Arc::new(cache)));
+    }
     let health = Health {
         service: match part {
             Part::Service(name) => name.to_owned(),

@@ -35,6 +35,17 @@ impl HealthCheck for Arc<dyn EventBus> {
     }
 }
 
+/// A shared cache answers (a read of a key nobody writes).
+#[async_trait]
+impl HealthCheck for Arc<dyn crate::cache::Cache> {
+    async fn check(&self) -> Result<(), String> {
+        self.get("health-check")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// A service's outbox, as readiness sees it: DOWN when its oldest unpublished event has waited
 /// longer than `max_age`, which means the relay cannot publish (the bus is down or far behind).
 /// The service still accepts writes then (the outbox holds them), but an orchestrator should send

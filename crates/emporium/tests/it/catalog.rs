@@ -717,3 +717,20 @@ async fn product_reads_go_through_redis_when_redis_url_is_set() {
     };
     product_reads_go_through_the_cache(&[("EMPORIUM_REDIS_URL", &url)]).await;
 }
+
+/// With Redis, `/health` reports it; the in-process cache is not a dependency to report.
+#[tokio::test]
+async fn health_reports_redis_when_it_is_the_cache() {
+    let Ok(url) = std::env::var("EMPORIUM_TEST_REDIS_URL") else {
+        eprintln!(
+            "skipped: needs EMPORIUM_TEST_REDIS_URL (run scripts/dev-services; .ci/run does)"
+        );
+        return;
+    };
+    let with_redis = Platform::start_with(&[("EMPORIUM_REDIS_URL", &url)]).await;
+    let health: serde_json::Value = with_redis.get("/health").await.json().await.unwrap();
+    assert_eq!(health["checks"]["cache"], "UP", "{health}");
+    let in_process = Platform::start_with(&[]).await;
+    let health: serde_json::Value = in_process.get("/health").await.json().await.unwrap();
+    assert!(health["checks"].get("cache").is_none(), "{health}");
+}
