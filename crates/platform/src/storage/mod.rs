@@ -18,6 +18,8 @@
 //! got their outbox ids ([`Tx::emit`]), and one relay at a time publishes ([`relay`]).
 
 pub mod relay;
+#[cfg(feature = "conformance")]
+pub mod testing;
 
 use std::{path::Path, sync::Arc, time::Duration};
 

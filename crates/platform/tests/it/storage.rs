@@ -9,9 +9,12 @@ use emporium_events::{Envelope, Event, ProductDeleted};
 use emporium_platform::{
     bus::{EventBus, SqliteEventLog, partition_for},
     http::{HealthCheck, OutboxCheck},
-    storage::{Db, Dialect, EventContext, Migration, relay::Relay},
+    storage::{
+        Db, Dialect, EventContext, Migration,
+        relay::Relay,
+        testing::{self, TestDb},
+    },
 };
-use sqlx::Connection;
 use uuid::Uuid;
 
 const ITEMS: &[Migration] = &[Migration::portable(
@@ -24,26 +27,33 @@ const PARTITIONS: u32 = 2;
 
 /// The database under test plus an embedded event log for the relay to publish to.
 struct Setup {
-    db: Db,
+    db: TestDb,
     bus: Arc<dyn EventBus>,
     log: SqliteEventLog,
-    backend: Backend,
     _dir: tempfile::TempDir,
 }
 
-enum Backend {
-    Sqlite,
-    Postgres { server: String, name: String },
-}
-
 impl Setup {
+    async fn new(db: TestDb) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteEventLog::open(&dir.path().join("events.db"), PARTITIONS)
+            .await
+            .unwrap();
+        Setup {
+            db,
+            bus: Arc::new(log.clone()),
+            log,
+            _dir: dir,
+        }
+    }
+
     /// Another instance of the same service on the same PostgreSQL database, as another process
     /// would open it.
     async fn another_instance(&self) -> Db {
-        let Backend::Postgres { server, name } = &self.backend else {
-            panic!("a SQLite file belongs to one process: there is no other instance");
-        };
-        Db::open_postgres(name, server).await.unwrap()
+        self.db
+            .another_instance()
+            .await
+            .expect("a SQLite file belongs to one process: there is no other instance")
     }
 
     /// Every record the relay published, by partition, in log order.
@@ -64,63 +74,16 @@ impl Setup {
     }
 }
 
-async fn event_log(dir: &tempfile::TempDir) -> (Arc<dyn EventBus>, SqliteEventLog) {
-    let log = SqliteEventLog::open(&dir.path().join("events.db"), PARTITIONS)
-        .await
-        .unwrap();
-    (Arc::new(log.clone()), log)
-}
-
 async fn sqlite() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite("items", &dir.path().join("items.db"))
-        .await
-        .unwrap();
-    db.migrate(ITEMS).await.unwrap();
-    let (bus, log) = event_log(&dir).await;
-    Setup {
-        db,
-        bus,
-        log,
-        backend: Backend::Sqlite,
-        _dir: dir,
-    }
+    Setup::new(testing::sqlite("items", ITEMS).await).await
 }
 
 /// A fresh PostgreSQL database for `test`, or `None` (after saying why) when no server is
 /// configured.
 async fn postgres(test: &str) -> Option<Setup> {
-    let Ok(server) = std::env::var("EMPORIUM_TEST_DATABASE_URL") else {
-        eprintln!(
-            "skipped: {test} on PostgreSQL needs EMPORIUM_TEST_DATABASE_URL \
-             (run scripts/dev-services; .ci/run does)"
-        );
-        return None;
-    };
-    // Database names stop at 63 bytes: a readable prefix of the test's name, made unique by a hash.
-    let prefix: String = test.chars().take(36).collect();
-    let name = format!("it_{prefix}_{:08x}", crc32fast::hash(test.as_bytes()));
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&server).await.unwrap();
-    sqlx::raw_sql(&format!(
-        "DROP DATABASE IF EXISTS \"emporium_{name}\" WITH (FORCE)"
-    ))
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    conn.close().await.unwrap();
-    let db = Db::open_postgres(&name, &server).await.unwrap();
+    let db = testing::postgres("items", &format!("storage::{test}"), ITEMS).await?;
     assert_eq!(db.dialect(), Dialect::Postgres);
-    db.migrate(ITEMS).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (bus, log) = event_log(&dir).await;
-    Some(Setup {
-        db,
-        bus,
-        log,
-        backend: Backend::Postgres { server, name },
-        _dir: dir,
-    })
+    Some(Setup::new(db).await)
 }
 
 /// Each test runs once per backend: `sqlite::<name>` always, `postgres::<name>` when a server is

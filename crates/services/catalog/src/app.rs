@@ -178,17 +178,25 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use emporium_platform::api::Page;
+    //! Each test runs on SQLite (`sqlite::…`) and on PostgreSQL (`postgres::…`) when
+    //! `EMPORIUM_TEST_DATABASE_URL` names a server ([`emporium_platform::on_both_backends`]).
 
-    async fn catalog() -> (tempfile::TempDir, Catalog) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_sqlite(NAME, &dir.path().join("catalog.db"))
-            .await
-            .unwrap();
-        db.migrate(store::MIGRATIONS).await.unwrap();
+    use super::*;
+    use emporium_platform::{api::Page, storage::testing::TestDb};
+
+    emporium_platform::on_both_backends!(
+        NAME,
+        store::MIGRATIONS;
+        each_change_writes_its_event_in_the_same_transaction,
+        a_refused_product_writes_nothing,
+        a_list_by_ids_returns_just_those_live_products,
+        searches_match_any_case_and_pages_follow_each_other,
+    );
+
+    /// The catalog on the test's database, with an in-process cache.
+    fn catalog(db: &TestDb) -> Catalog {
         let cache = Arc::new(emporium_platform::cache::MemoryCache::new(1024 * 1024));
-        (dir, Catalog::new(db, cache))
+        Catalog::new(Db::clone(db), cache)
     }
 
     /// The envelopes waiting in the outbox, as JSON.
@@ -202,9 +210,8 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn each_change_writes_its_event_in_the_same_transaction() {
-        let (_dir, catalog) = catalog().await;
+    async fn each_change_writes_its_event_in_the_same_transaction(db: TestDb) {
+        let catalog = catalog(&db);
         let p = catalog
             .create("c", "Lamp", None, "lighting", Money::new(100, "USD"), 3)
             .await
@@ -240,9 +247,8 @@ mod tests {
         assert_eq!(catalog.get(p.id).await.unwrap_err().status.as_u16(), 404);
     }
 
-    #[tokio::test]
-    async fn a_refused_product_writes_nothing() {
-        let (_dir, catalog) = catalog().await;
+    async fn a_refused_product_writes_nothing(db: TestDb) {
+        let catalog = catalog(&db);
         let error = catalog
             .create("c", "", None, "lighting", Money::new(100, "USD"), 3)
             .await
@@ -251,9 +257,8 @@ mod tests {
         assert!(outbox(&catalog).await.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_list_by_ids_returns_just_those_live_products() {
-        let (_dir, catalog) = catalog().await;
+    async fn a_list_by_ids_returns_just_those_live_products(db: TestDb) {
+        let catalog = catalog(&db);
         let mut ids = Vec::new();
         for name in ["Lamp", "Desk", "Chair"] {
             let p = catalog
@@ -280,9 +285,8 @@ mod tests {
         assert_eq!(error.errors[0].field, "ids");
     }
 
-    #[tokio::test]
-    async fn searches_match_any_case_and_pages_follow_each_other() {
-        let (_dir, catalog) = catalog().await;
+    async fn searches_match_any_case_and_pages_follow_each_other(db: TestDb) {
+        let catalog = catalog(&db);
         for (name, description, category) in [
             ("Éclair Lamp", None, "Lighting"),
             ("Desk", Some("Holds an ÉCLAIR"), "furniture"),

@@ -84,6 +84,8 @@ struct Fixture {
     dir: tempfile::TempDir,
 }
 
+/// SQLite only: the subject here is the cache, run on both caches; the catalog's storage runs on
+/// both databases in `app::tests`.
 async fn fixture(cache: Arc<dyn Cache>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open_sqlite(NAME, &dir.path().join("catalog.db"))

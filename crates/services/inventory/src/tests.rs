@@ -10,7 +10,7 @@ use emporium_events::{
 };
 use emporium_platform::{
     bus::consumer::{EventHandler, HandlerError},
-    storage::{Db, EventContext, Tx},
+    storage::{EventContext, Tx, testing::TestDb},
 };
 use uuid::Uuid;
 
@@ -23,54 +23,16 @@ use crate::{
 };
 
 struct Fixture {
-    db: Db,
-    _dir: Option<tempfile::TempDir>,
+    db: TestDb,
+}
+
+impl From<TestDb> for Fixture {
+    fn from(db: TestDb) -> Fixture {
+        Fixture { db }
+    }
 }
 
 impl Fixture {
-    async fn sqlite() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_sqlite(NAME, &dir.path().join("inventory.db"))
-            .await
-            .unwrap();
-        db.migrate(store::MIGRATIONS).await.unwrap();
-        Fixture {
-            db,
-            _dir: Some(dir),
-        }
-    }
-
-    /// A fresh PostgreSQL database for `test`, or `None` (after saying why) without a server.
-    async fn postgres(test: &str) -> Option<Fixture> {
-        use sqlx::Connection;
-        use std::hash::{DefaultHasher, Hash, Hasher};
-
-        let Ok(server) = std::env::var("EMPORIUM_TEST_DATABASE_URL") else {
-            eprintln!(
-                "skipped: {test} on PostgreSQL needs EMPORIUM_TEST_DATABASE_URL \
-                 (run scripts/dev-services; .ci/run does)"
-            );
-            return None;
-        };
-        // Database names stop at 63 bytes: a readable prefix made unique by a hash.
-        let mut hash = DefaultHasher::new();
-        test.hash(&mut hash);
-        let prefix: String = test.chars().take(30).collect();
-        let name = format!("inventory_it_{prefix}_{:08x}", hash.finish() as u32);
-        sqlx::any::install_default_drivers();
-        let mut conn = sqlx::AnyConnection::connect(&server).await.unwrap();
-        sqlx::raw_sql(&format!(
-            "DROP DATABASE IF EXISTS \"emporium_{name}\" WITH (FORCE)"
-        ))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
-        let db = Db::open_postgres(&name, &server).await.unwrap();
-        db.migrate(store::MIGRATIONS).await.unwrap();
-        Some(Fixture { db, _dir: None })
-    }
-
     async fn tx(&self) -> Tx {
         self.db
             .begin(EventContext::request(NAME, "test"))
@@ -197,32 +159,9 @@ impl Fixture {
     }
 }
 
-/// Each test runs once per backend: `sqlite::<name>` always, `postgres::<name>` when a server is
-/// configured.
-macro_rules! repository_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Fixture::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(f) = super::Fixture::postgres(stringify!($name)).await {
-                        super::$name(f).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-repository_tests!(
+emporium_platform::on_both_backends!(
+    NAME,
+    store::MIGRATIONS;
     a_new_product_gets_its_initial_stock_once,
     an_order_is_reserved_whole_or_not_at_all,
     a_second_order_created_for_the_same_order_reserves_nothing_more,

@@ -1,5 +1,7 @@
-//! Store- and handler-level tests on a temporary SQLite database: the handler writes rows, the
-//! dispatcher sends them in priority order.
+//! Store- and handler-level tests on a real database: the handler writes rows, the dispatcher
+//! sends them in priority order. Each test runs on SQLite (`sqlite::…`) and on PostgreSQL
+//! (`postgres::…`) when `EMPORIUM_TEST_DATABASE_URL` names a server
+//! ([`emporium_platform::on_both_backends`]).
 
 use std::{
     sync::{Arc, Mutex},
@@ -13,7 +15,7 @@ use emporium_events::{
 };
 use emporium_platform::{
     bus::consumer::EventHandler,
-    storage::{Db, EventContext},
+    storage::{Db, EventContext, testing::TestDb},
 };
 use sqlx::Row;
 use tokio::sync::Notify;
@@ -28,21 +30,38 @@ use crate::{
     store::{self, NewNotification},
 };
 
-struct TestDb {
-    db: Db,
-    _dir: tempfile::TempDir,
+emporium_platform::on_both_backends!(
+    NAME,
+    store::MIGRATIONS;
+    the_dispatcher_serves_critical_then_standard_then_marketing,
+    a_claimed_notification_is_not_taken_twice,
+    registering_queues_a_welcome_that_the_dispatcher_sends,
+    an_order_update_to_a_user_who_opted_out_is_stored_suppressed_and_never_sent,
+    an_order_update_is_critical_by_email_and_sms_when_the_user_has_a_phone,
+    the_same_event_handled_twice_makes_one_notification_per_channel,
+    an_order_event_that_arrives_before_the_user_waits_for_the_contact,
+    a_later_profile_update_changes_the_contact_and_an_older_one_does_not,
+    low_stock_goes_to_every_admin_with_the_product_name,
+    a_template_that_no_longer_renders_fails_the_notification_with_an_event,
+    a_failing_sender_is_retried_then_the_notification_fails_with_an_event,
+    seeding_again_keeps_an_admins_edit_and_restores_nothing_else,
+    the_dispatcher_loop_ends_when_told_to_stop,
+    a_promoted_account_is_not_welcomed_twice,
+    a_launched_promotion_reaches_every_opted_in_contact_once_and_no_one_else,
+    marketing_beyond_the_limit_is_suppressed_until_the_window_has_passed,
+    marketing_a_user_opted_out_of_does_not_use_up_their_limit,
+);
+
+/// A test's database with the templates seeded, as the service seeds them at start.
+struct Seeded {
+    db: TestDb,
 }
 
-async fn test_db() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite(NAME, &dir.path().join("notifications.db"))
-        .await
-        .unwrap();
-    db.migrate(store::MIGRATIONS).await.unwrap();
+async fn seeded(db: TestDb) -> Seeded {
     let mut tx = db.begin(EventContext::request(NAME, "test")).await.unwrap();
     store::seed_templates(tx.conn()).await.unwrap();
     tx.commit().await.unwrap();
-    TestDb { db, _dir: dir }
+    Seeded { db }
 }
 
 /// Applies `envelope` as the consumer would, in its own transaction, bypassing the inbox (so a
@@ -158,9 +177,8 @@ fn queued(priority: Priority, subject: &str) -> NewNotification {
     }
 }
 
-#[tokio::test]
-async fn the_dispatcher_serves_critical_then_standard_then_marketing() {
-    let t = test_db().await;
+async fn the_dispatcher_serves_critical_then_standard_then_marketing(db: TestDb) {
+    let t = seeded(db).await;
     let mut tx = t.db.begin(EventContext::request(NAME, "t")).await.unwrap();
     for (priority, subject) in [
         (Priority::Marketing, "marketing"),
@@ -213,9 +231,8 @@ async fn the_dispatcher_serves_critical_then_standard_then_marketing() {
     );
 }
 
-#[tokio::test]
-async fn a_claimed_notification_is_not_taken_twice() {
-    let t = test_db().await;
+async fn a_claimed_notification_is_not_taken_twice(db: TestDb) {
+    let t = seeded(db).await;
     let n = queued(Priority::Critical, "once");
     let mut tx = t.db.begin(EventContext::request(NAME, "t")).await.unwrap();
     store::insert_notification(tx.conn(), &n).await.unwrap();
@@ -239,9 +256,8 @@ async fn a_claimed_notification_is_not_taken_twice() {
     tx.commit().await.unwrap();
 }
 
-#[tokio::test]
-async fn registering_queues_a_welcome_that_the_dispatcher_sends() {
-    let t = test_db().await;
+async fn registering_queues_a_welcome_that_the_dispatcher_sends(db: TestDb) {
+    let t = seeded(db).await;
     let user = Uuid::now_v7();
     handle(
         &t.db,
@@ -268,9 +284,8 @@ async fn registering_queues_a_welcome_that_the_dispatcher_sends() {
     assert!(sent[0].body.starts_with("Hello Ada,"), "{}", sent[0].body);
 }
 
-#[tokio::test]
-async fn an_order_update_to_a_user_who_opted_out_is_stored_suppressed_and_never_sent() {
-    let t = test_db().await;
+async fn an_order_update_to_a_user_who_opted_out_is_stored_suppressed_and_never_sent(db: TestDb) {
+    let t = seeded(db).await;
     let user = Uuid::now_v7();
     let off = Preferences {
         order_updates: false,
@@ -299,9 +314,8 @@ async fn an_order_update_to_a_user_who_opted_out_is_stored_suppressed_and_never_
     assert_eq!(sent.len(), 1, "only the welcome: {sent:?}");
 }
 
-#[tokio::test]
-async fn an_order_update_is_critical_by_email_and_sms_when_the_user_has_a_phone() {
-    let t = test_db().await;
+async fn an_order_update_is_critical_by_email_and_sms_when_the_user_has_a_phone(db: TestDb) {
+    let t = seeded(db).await;
     let user = Uuid::now_v7();
     handle(
         &t.db,
@@ -328,9 +342,8 @@ async fn an_order_update_is_critical_by_email_and_sms_when_the_user_has_a_phone(
     assert_eq!(sent[2].subject, "Welcome to Emporium, Ada!");
 }
 
-#[tokio::test]
-async fn the_same_event_handled_twice_makes_one_notification_per_channel() {
-    let t = test_db().await;
+async fn the_same_event_handled_twice_makes_one_notification_per_channel(db: TestDb) {
+    let t = seeded(db).await;
     let user = Uuid::now_v7();
     let welcome = registered(
         user,
@@ -349,9 +362,8 @@ async fn the_same_event_handled_twice_makes_one_notification_per_channel() {
     assert_eq!(count("order_confirmed"), 2, "one email, one sms: {all:?}");
 }
 
-#[tokio::test]
-async fn an_order_event_that_arrives_before_the_user_waits_for_the_contact() {
-    let t = test_db().await;
+async fn an_order_event_that_arrives_before_the_user_waits_for_the_contact(db: TestDb) {
+    let t = seeded(db).await;
     let user = Uuid::now_v7();
     handle(&t.db, &confirmed(user)).await;
     assert!(rows(&t.db).await.is_empty());
@@ -370,9 +382,8 @@ async fn an_order_event_that_arrives_before_the_user_waits_for_the_contact() {
     assert_eq!(parked, 0);
 }
 
-#[tokio::test]
-async fn a_later_profile_update_changes_the_contact_and_an_older_one_does_not() {
-    let t = test_db().await;
+async fn a_later_profile_update_changes_the_contact_and_an_older_one_does_not(db: TestDb) {
+    let t = seeded(db).await;
     let user = Uuid::now_v7();
     handle(
         &t.db,
@@ -399,9 +410,8 @@ async fn a_later_profile_update_changes_the_contact_and_an_older_one_does_not() 
     assert_eq!(contact.role, Role::Admin, "an update keeps the role");
 }
 
-#[tokio::test]
-async fn low_stock_goes_to_every_admin_with_the_product_name() {
-    let t = test_db().await;
+async fn low_stock_goes_to_every_admin_with_the_product_name(db: TestDb) {
+    let t = seeded(db).await;
     let (admin1, admin2, customer) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     handle(
         &t.db,
@@ -457,9 +467,8 @@ async fn low_stock_goes_to_every_admin_with_the_product_name() {
     assert!(low.iter().all(|r| r.3 == "Low stock: Teapot"), "{low:?}");
 }
 
-#[tokio::test]
-async fn a_template_that_no_longer_renders_fails_the_notification_with_an_event() {
-    let t = test_db().await;
+async fn a_template_that_no_longer_renders_fails_the_notification_with_an_event(db: TestDb) {
+    let t = seeded(db).await;
     let mut tx = t.db.begin(EventContext::request(NAME, "t")).await.unwrap();
     store::put_template(tx.conn(), "welcome", "Hi {{ nickname }}", "b")
         .await
@@ -487,9 +496,8 @@ async fn a_template_that_no_longer_renders_fails_the_notification_with_an_event(
     }
 }
 
-#[tokio::test]
-async fn a_failing_sender_is_retried_then_the_notification_fails_with_an_event() {
-    let t = test_db().await;
+async fn a_failing_sender_is_retried_then_the_notification_fails_with_an_event(db: TestDb) {
+    let t = seeded(db).await;
     let mut tx = t.db.begin(EventContext::request(NAME, "t")).await.unwrap();
     store::insert_notification(tx.conn(), &queued(Priority::Standard, "doomed"))
         .await
@@ -520,9 +528,8 @@ async fn a_failing_sender_is_retried_then_the_notification_fails_with_an_event()
     );
 }
 
-#[tokio::test]
-async fn seeding_again_keeps_an_admins_edit_and_restores_nothing_else() {
-    let t = test_db().await;
+async fn seeding_again_keeps_an_admins_edit_and_restores_nothing_else(db: TestDb) {
+    let t = seeded(db).await;
     let mut tx = t.db.begin(EventContext::request(NAME, "t")).await.unwrap();
     let (_, created) = store::put_template(tx.conn(), "welcome", "Hey {{ name }}", "Body")
         .await
@@ -538,9 +545,8 @@ async fn seeding_again_keeps_an_admins_edit_and_restores_nothing_else() {
     assert!(welcome.shipped);
 }
 
-#[tokio::test]
-async fn the_dispatcher_loop_ends_when_told_to_stop() {
-    let t = test_db().await;
+async fn the_dispatcher_loop_ends_when_told_to_stop(db: TestDb) {
+    let t = seeded(db).await;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(
         dispatcher(&t.db, Arc::new(Recorder::default()), Pace::default()).run(stop_rx),
@@ -552,9 +558,8 @@ async fn the_dispatcher_loop_ends_when_told_to_stop() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_promoted_account_is_not_welcomed_twice() {
-    let t = test_db().await;
+async fn a_promoted_account_is_not_welcomed_twice(db: TestDb) {
+    let t = seeded(db).await;
     let user = Uuid::now_v7();
     handle(
         &t.db,
@@ -611,9 +616,8 @@ async fn promotions(db: &Db) -> Vec<(String, String)> {
     .collect()
 }
 
-#[tokio::test]
-async fn a_launched_promotion_reaches_every_opted_in_contact_once_and_no_one_else() {
-    let t = test_db().await;
+async fn a_launched_promotion_reaches_every_opted_in_contact_once_and_no_one_else(db: TestDb) {
+    let t = seeded(db).await;
     let mut users = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
     users.sort();
     let [customer, admin, opted_out] = users;
@@ -679,9 +683,8 @@ async fn a_launched_promotion_reaches_every_opted_in_contact_once_and_no_one_els
     )));
 }
 
-#[tokio::test]
-async fn marketing_beyond_the_limit_is_suppressed_until_the_window_has_passed() {
-    let t = test_db().await;
+async fn marketing_beyond_the_limit_is_suppressed_until_the_window_has_passed(db: TestDb) {
+    let t = seeded(db).await;
     let handler = Handler {
         marketing: crate::domain::MarketingLimit {
             limit: 2,
@@ -733,9 +736,8 @@ async fn marketing_beyond_the_limit_is_suppressed_until_the_window_has_passed() 
     );
 }
 
-#[tokio::test]
-async fn marketing_a_user_opted_out_of_does_not_use_up_their_limit() {
-    let t = test_db().await;
+async fn marketing_a_user_opted_out_of_does_not_use_up_their_limit(db: TestDb) {
+    let t = seeded(db).await;
     let handler = Handler {
         marketing: crate::domain::MarketingLimit {
             limit: 1,

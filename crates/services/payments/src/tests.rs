@@ -1,5 +1,7 @@
-//! The use cases against a real (SQLite) database, through the service's event handler as the
-//! consumer drives it: what each event does to the order's payment and what it emits.
+//! The use cases against a real database, through the service's event handler as the consumer
+//! drives it: what each event does to the order's payment and what it emits. Each test runs on
+//! SQLite (`sqlite::…`) and on PostgreSQL (`postgres::…`) when `EMPORIUM_TEST_DATABASE_URL` names
+//! a server ([`emporium_platform::on_both_backends`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,7 +11,7 @@ use emporium_events::{
 };
 use emporium_platform::{
     bus::consumer::{EventHandler, HandlerError},
-    storage::{Db, EventContext},
+    storage::{EventContext, testing::TestDb},
 };
 use uuid::Uuid;
 
@@ -24,23 +26,32 @@ use crate::{
 
 const LIMIT: i64 = 100_000;
 
+emporium_platform::on_both_backends!(
+    NAME,
+    store::MIGRATIONS;
+    a_reserved_order_is_authorized_once_whichever_event_comes_first,
+    declines_are_recorded_with_their_reason,
+    a_cancelled_order_is_never_authorized,
+    cancelling_voids_an_authorization_once_and_a_later_shipment_captures_nothing,
+    a_shipped_order_is_captured_once_and_a_later_cancellation_voids_nothing,
+    the_carriers_dispatch_alone_captures_nothing,
+    a_declined_payment_is_neither_voided_nor_captured,
+    an_open_breaker_defers_a_good_order_for_redelivery_instead_of_declining_it,
+);
+
 struct Fixture {
-    db: Db,
+    db: TestDb,
     handler: PaymentsHandler,
-    _dir: tempfile::TempDir,
+}
+
+impl From<TestDb> for Fixture {
+    fn from(db: TestDb) -> Fixture {
+        Fixture::with_breaker(db, CircuitBreaker::default())
+    }
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
-        Fixture::with_breaker(CircuitBreaker::default()).await
-    }
-
-    async fn with_breaker(breaker: CircuitBreaker) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_sqlite(NAME, &dir.path().join("payments.db"))
-            .await
-            .unwrap();
-        db.migrate(store::MIGRATIONS).await.unwrap();
+    fn with_breaker(db: TestDb, breaker: CircuitBreaker) -> Fixture {
         Fixture {
             db,
             handler: PaymentsHandler {
@@ -50,7 +61,6 @@ impl Fixture {
                     retry: RetryPolicy::default(),
                 },
             },
-            _dir: dir,
         }
     }
 
@@ -155,9 +165,7 @@ impl Fixture {
     }
 }
 
-#[tokio::test]
-async fn a_reserved_order_is_authorized_once_whichever_event_comes_first() {
-    let f = Fixture::new().await;
+async fn a_reserved_order_is_authorized_once_whichever_event_comes_first(f: Fixture) {
     let in_order = Uuid::now_v7();
     f.created(in_order, 1999, "tok_visa").await;
     assert!(
@@ -188,9 +196,7 @@ async fn a_reserved_order_is_authorized_once_whichever_event_comes_first() {
     assert_eq!(order.token, None, "the token is forgotten once used");
 }
 
-#[tokio::test]
-async fn declines_are_recorded_with_their_reason() {
-    let f = Fixture::new().await;
+async fn declines_are_recorded_with_their_reason(f: Fixture) {
     for (token, total, reason) in [
         ("tok_chargeDeclined", 100, DeclineReason::CardDeclined),
         (
@@ -217,9 +223,7 @@ async fn declines_are_recorded_with_their_reason() {
     }
 }
 
-#[tokio::test]
-async fn a_cancelled_order_is_never_authorized() {
-    let f = Fixture::new().await;
+async fn a_cancelled_order_is_never_authorized(f: Fixture) {
     let order = Uuid::now_v7();
     f.created(order, 1999, "tok_visa").await;
     f.cancelled(order).await;
@@ -228,9 +232,7 @@ async fn a_cancelled_order_is_never_authorized() {
     assert_eq!(f.status(order).await, None);
 }
 
-#[tokio::test]
-async fn cancelling_voids_an_authorization_once_and_a_later_shipment_captures_nothing() {
-    let f = Fixture::new().await;
+async fn cancelling_voids_an_authorization_once_and_a_later_shipment_captures_nothing(f: Fixture) {
     let order = Uuid::now_v7();
     f.created(order, 1999, "tok_visa").await;
     f.reserved(order).await;
@@ -249,9 +251,7 @@ async fn cancelling_voids_an_authorization_once_and_a_later_shipment_captures_no
     assert_eq!(f.status(order).await, Some(("VOIDED".into(), None)));
 }
 
-#[tokio::test]
-async fn a_shipped_order_is_captured_once_and_a_later_cancellation_voids_nothing() {
-    let f = Fixture::new().await;
+async fn a_shipped_order_is_captured_once_and_a_later_cancellation_voids_nothing(f: Fixture) {
     let order = Uuid::now_v7();
     f.created(order, 1999, "tok_visa").await;
     f.reserved(order).await;
@@ -267,11 +267,9 @@ async fn a_shipped_order_is_captured_once_and_a_later_cancellation_voids_nothing
     assert_eq!(f.status(order).await, Some(("CAPTURED".into(), None)));
 }
 
-#[tokio::test]
-async fn the_carriers_dispatch_alone_captures_nothing() {
+async fn the_carriers_dispatch_alone_captures_nothing(f: Fixture) {
     // The parcel left, but orders had already accepted the customer's cancellation: orders emits
     // OrderCancelled and no OrderShipped, and the payment must end voided, not captured.
-    let f = Fixture::new().await;
     let order = Uuid::now_v7();
     f.created(order, 1999, "tok_visa").await;
     f.reserved(order).await;
@@ -287,9 +285,7 @@ async fn the_carriers_dispatch_alone_captures_nothing() {
     assert_eq!(f.status(order).await, Some(("VOIDED".into(), None)));
 }
 
-#[tokio::test]
-async fn a_declined_payment_is_neither_voided_nor_captured() {
-    let f = Fixture::new().await;
+async fn a_declined_payment_is_neither_voided_nor_captured(f: Fixture) {
     let order = Uuid::now_v7();
     f.created(order, 1999, "tok_chargeDeclined").await;
     f.reserved(order).await;
@@ -303,13 +299,14 @@ async fn a_declined_payment_is_neither_voided_nor_captured() {
     );
 }
 
-#[tokio::test]
-async fn an_open_breaker_defers_a_good_order_for_redelivery_instead_of_declining_it() {
-    let f = Fixture::with_breaker(CircuitBreaker::new(BreakerSettings {
-        failure_threshold: 3,
-        cool_down: Duration::from_secs(3600),
-    }))
-    .await;
+async fn an_open_breaker_defers_a_good_order_for_redelivery_instead_of_declining_it(db: TestDb) {
+    let f = Fixture::with_breaker(
+        db,
+        CircuitBreaker::new(BreakerSettings {
+            failure_threshold: 3,
+            cool_down: Duration::from_secs(3600),
+        }),
+    );
     // One customer's failing card opens the breaker, and is declined for its own failures.
     let failing = Uuid::now_v7();
     f.created(failing, 100, "tok_providerError").await;

@@ -1,11 +1,13 @@
-//! The use cases and the scheduler against a real (SQLite) database. Launch times are given
-//! explicitly (`launch_due(db, now)`), so downtime is a jump of `now`, not a wait.
+//! The use cases and the scheduler against a real database, SQLite (`sqlite::…`) and PostgreSQL
+//! (`postgres::…`, when `EMPORIUM_TEST_DATABASE_URL` names a server; see
+//! [`emporium_platform::on_both_backends`]). Launch times are given explicitly
+//! (`launch_due(db, now)`), so downtime is a jump of `now`, not a wait.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use emporium_events::{Envelope, Event, PromotionLaunched};
-use emporium_platform::storage::Db;
+use emporium_platform::storage::{Db, EventContext, testing::TestDb};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -15,27 +17,38 @@ use crate::{
     store::{self, PromotionRow},
 };
 
+emporium_platform::on_both_backends!(
+    NAME,
+    store::MIGRATIONS;
+    every_invalid_field_of_a_new_promotion_is_named,
+    a_promotion_without_a_start_launches_once_at_once,
+    a_launch_missed_while_the_platform_was_down_happens_once_when_it_is_back,
+    a_cron_promotion_launches_every_occurrence_and_only_the_latest_missed_one,
+    two_schedulers_racing_for_one_occurrence_launch_it_once,
+    an_occurrence_already_recorded_is_not_emitted_again,
+    pages_of_promotions_are_newest_first,
+    the_scheduler_wakes_for_a_new_promotion_launches_it_on_time_and_stops_when_told,
+);
+
 struct Fixture {
     app: App,
-    _dir: tempfile::TempDir,
+    /// Owns the database (and, on SQLite, its directory) that `app` uses.
+    _db: TestDb,
+}
+
+impl From<TestDb> for Fixture {
+    fn from(db: TestDb) -> Fixture {
+        Fixture {
+            app: App {
+                db: db.clone(),
+                wake: Arc::new(Notify::new()),
+            },
+            _db: db,
+        }
+    }
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_sqlite(NAME, &dir.path().join("promotions.db"))
-            .await
-            .unwrap();
-        db.migrate(store::MIGRATIONS).await.unwrap();
-        Fixture {
-            app: App {
-                db,
-                wake: Arc::new(Notify::new()),
-            },
-            _dir: dir,
-        }
-    }
-
     fn db(&self) -> &Db {
         &self.app.db
     }
@@ -44,18 +57,25 @@ impl Fixture {
         self.app.create(request, "corr-promo", now).await.unwrap()
     }
 
-    /// The launches in the outbox so far (taken out of it).
+    /// The launches in the outbox so far (taken out of it). One statement takes and reads them (a
+    /// read then a delete would lose what a running scheduler emits in between), through the
+    /// writer as every write goes (a write through SQLite's reader pool can make the scheduler's
+    /// transaction fail with a stale snapshot).
     async fn launched(&self) -> Vec<(Envelope, PromotionLaunched)> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id")
-            .fetch_all(self.db().reader())
+        let mut tx = self
+            .db()
+            .begin(EventContext::request(NAME, "test"))
             .await
             .unwrap();
-        sqlx::query("DELETE FROM outbox")
-            .execute(self.db().reader())
-            .await
-            .unwrap();
+        let mut rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("DELETE FROM outbox RETURNING id, payload")
+                .fetch_all(tx.conn())
+                .await
+                .unwrap();
+        tx.commit().await.unwrap();
+        rows.sort_by_key(|(id, _)| *id);
         rows.iter()
-            .map(|p| {
+            .map(|(_, p)| {
                 let envelope = Envelope::from_json(p).unwrap();
                 match &envelope.event {
                     Event::PromotionLaunched(e) => {
@@ -88,9 +108,7 @@ fn request(starts_at: Option<&str>, cron: Option<&str>) -> CreatePromotion {
     }
 }
 
-#[tokio::test]
-async fn every_invalid_field_of_a_new_promotion_is_named() {
-    let f = Fixture::new().await;
+async fn every_invalid_field_of_a_new_promotion_is_named(f: Fixture) {
     let bad = CreatePromotion {
         name: " ".into(),
         message: "x".repeat(2001),
@@ -132,9 +150,7 @@ async fn every_invalid_field_of_a_new_promotion_is_named() {
     assert!(error.errors[0].message.contains("never"), "{error:?}");
 }
 
-#[tokio::test]
-async fn a_promotion_without_a_start_launches_once_at_once() {
-    let f = Fixture::new().await;
+async fn a_promotion_without_a_start_launches_once_at_once(f: Fixture) {
     let created = at(10, 0, 0) + TimeDelta::milliseconds(123);
     let product = Uuid::now_v7();
     let row = f
@@ -171,9 +187,7 @@ async fn a_promotion_without_a_start_launches_once_at_once() {
     assert_eq!(after.last_launched_at, Some(created.timestamp_millis()));
 }
 
-#[tokio::test]
-async fn a_launch_missed_while_the_platform_was_down_happens_once_when_it_is_back() {
-    let f = Fixture::new().await;
+async fn a_launch_missed_while_the_platform_was_down_happens_once_when_it_is_back(f: Fixture) {
     let row = f
         .create(request(Some("2030-01-15T12:00:00Z"), None), at(10, 0, 0))
         .await;
@@ -201,9 +215,7 @@ async fn a_launch_missed_while_the_platform_was_down_happens_once_when_it_is_bac
     assert_eq!(app::next_due(f.db()).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_cron_promotion_launches_every_occurrence_and_only_the_latest_missed_one() {
-    let f = Fixture::new().await;
+async fn a_cron_promotion_launches_every_occurrence_and_only_the_latest_missed_one(f: Fixture) {
     let row = f
         .create(
             request(Some("2030-01-15T10:00:00Z"), Some("0 * * * *")),
@@ -230,9 +242,7 @@ async fn a_cron_promotion_launches_every_occurrence_and_only_the_latest_missed_o
     );
 }
 
-#[tokio::test]
-async fn two_schedulers_racing_for_one_occurrence_launch_it_once() {
-    let f = Fixture::new().await;
+async fn two_schedulers_racing_for_one_occurrence_launch_it_once(f: Fixture) {
     let row = f
         .create(request(None, Some("0 * * * *")), at(9, 30, 0))
         .await;
@@ -247,9 +257,7 @@ async fn two_schedulers_racing_for_one_occurrence_launch_it_once() {
     assert_eq!(f.launched().await.len(), 1);
 }
 
-#[tokio::test]
-async fn an_occurrence_already_recorded_is_not_emitted_again() {
-    let f = Fixture::new().await;
+async fn an_occurrence_already_recorded_is_not_emitted_again(f: Fixture) {
     let row = f
         .create(request(None, Some("0 * * * *")), at(9, 30, 0))
         .await;
@@ -273,9 +281,7 @@ async fn an_occurrence_already_recorded_is_not_emitted_again() {
     );
 }
 
-#[tokio::test]
-async fn pages_of_promotions_are_newest_first() {
-    let f = Fixture::new().await;
+async fn pages_of_promotions_are_newest_first(f: Fixture) {
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(f.create(request(None, None), at(10, 0, 0)).await.id);
@@ -293,9 +299,9 @@ async fn pages_of_promotions_are_newest_first() {
 }
 
 /// Real time from here: the loop reads the clock.
-#[tokio::test]
-async fn the_scheduler_wakes_for_a_new_promotion_launches_it_on_time_and_stops_when_told() {
-    let f = Fixture::new().await;
+async fn the_scheduler_wakes_for_a_new_promotion_launches_it_on_time_and_stops_when_told(
+    f: Fixture,
+) {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(app::run_scheduler(
         f.db().clone(),

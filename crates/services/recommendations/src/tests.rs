@@ -1,5 +1,7 @@
-//! The read model, the use cases and the cache against a real (SQLite) database, events applied
-//! through the service's handler as its consumer would.
+//! The read model, the use cases and the cache against a real database, events applied through
+//! the service's handler as its consumer would. Each test runs on SQLite (`sqlite::…`) and on
+//! PostgreSQL (`postgres::…`) when `EMPORIUM_TEST_DATABASE_URL` names a server
+//! ([`emporium_platform::on_both_backends`]).
 
 use std::{
     sync::{
@@ -19,7 +21,7 @@ use emporium_events::{
 use emporium_platform::{
     bus::consumer::EventHandler,
     cache::{Cache, CacheError, MemoryCache},
-    storage::{Db, EventContext},
+    storage::{EventContext, testing::TestDb},
 };
 use uuid::Uuid;
 
@@ -32,24 +34,37 @@ use crate::{
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
+emporium_platform::on_both_backends!(
+    NAME,
+    store::MIGRATIONS;
+    a_buyer_of_a_is_recommended_what_others_bought_with_it,
+    a_new_user_gets_best_sellers_and_nothing_sold_gives_nothing,
+    only_confirmed_orders_count_and_a_cancelled_one_stops_counting,
+    redelivered_events_take_effect_once,
+    the_product_is_described_as_the_catalog_events_say,
+    deleted_products_are_neither_recommended_nor_recommended_for,
+    out_of_stock_products_are_left_out_by_the_latest_announcement,
+    the_generation_moves_exactly_when_a_ranking_could_change,
+    answers_are_cached_until_the_model_changes,
+    a_broken_cache_is_bypassed,
+    a_confirmed_order_issues_recommendations_at_most_once_per_period,
+    nothing_to_recommend_sends_nothing_and_keeps_the_period_open,
+);
+
 struct Fixture {
-    db: Db,
+    db: TestDb,
     recommender: Recommender,
     handler: RecommendationsHandler,
-    _dir: tempfile::TempDir,
+}
+
+impl From<TestDb> for Fixture {
+    fn from(db: TestDb) -> Fixture {
+        Fixture::with_cache(db, Arc::new(MemoryCache::new(1024 * 1024)))
+    }
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
-        Fixture::with_cache(Arc::new(MemoryCache::new(1024 * 1024))).await
-    }
-
-    async fn with_cache(cache: Arc<dyn Cache>) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_sqlite(NAME, &dir.path().join("recommendations.db"))
-            .await
-            .unwrap();
-        db.migrate(store::MIGRATIONS).await.unwrap();
+    fn with_cache(db: TestDb, cache: Arc<dyn Cache>) -> Fixture {
         Fixture {
             recommender: Recommender {
                 db: db.clone(),
@@ -57,7 +72,6 @@ impl Fixture {
             },
             db,
             handler: RecommendationsHandler { email_period: WEEK },
-            _dir: dir,
         }
     }
 
@@ -192,9 +206,7 @@ fn ids(recs: &[Recommendation]) -> Vec<Uuid> {
     recs.iter().map(|r| r.product.id).collect()
 }
 
-#[tokio::test]
-async fn a_buyer_of_a_is_recommended_what_others_bought_with_it() {
-    let f = Fixture::new().await;
+async fn a_buyer_of_a_is_recommended_what_others_bought_with_it(f: Fixture) {
     let machine = f.product("Espresso Machine", "Coffee").await;
     let grinder = f.product("Grinder", "Coffee").await;
     let mug = f.product("Mug", "Kitchen").await;
@@ -225,9 +237,7 @@ async fn a_buyer_of_a_is_recommended_what_others_bought_with_it() {
     assert!(f.for_product(grinder).await[0].product.id == machine);
 }
 
-#[tokio::test]
-async fn a_new_user_gets_best_sellers_and_nothing_sold_gives_nothing() {
-    let f = Fixture::new().await;
+async fn a_new_user_gets_best_sellers_and_nothing_sold_gives_nothing(f: Fixture) {
     let stranger = Uuid::now_v7();
     let mug = f.product("Mug", "Kitchen").await;
     let kettle = f.product("Kettle", "Kitchen").await;
@@ -240,9 +250,7 @@ async fn a_new_user_gets_best_sellers_and_nothing_sold_gives_nothing() {
     assert_eq!(recs[0].score, 0.2);
 }
 
-#[tokio::test]
-async fn only_confirmed_orders_count_and_a_cancelled_one_stops_counting() {
-    let f = Fixture::new().await;
+async fn only_confirmed_orders_count_and_a_cancelled_one_stops_counting(f: Fixture) {
     let a = f.product("A", "x").await;
     let b = f.product("B", "x").await;
     let buyer = Uuid::now_v7();
@@ -268,9 +276,7 @@ async fn only_confirmed_orders_count_and_a_cancelled_one_stops_counting() {
     assert!(f.for_product(a).await.is_empty());
 }
 
-#[tokio::test]
-async fn redelivered_events_take_effect_once() {
-    let f = Fixture::new().await;
+async fn redelivered_events_take_effect_once(f: Fixture) {
     let a = f.product("A", "x").await;
     let b = f.product("B", "x").await;
     let c = f.product("C", "x").await;
@@ -300,9 +306,7 @@ async fn redelivered_events_take_effect_once() {
     assert_eq!(sales, 1);
 }
 
-#[tokio::test]
-async fn the_product_is_described_as_the_catalog_events_say() {
-    let f = Fixture::new().await;
+async fn the_product_is_described_as_the_catalog_events_say(f: Fixture) {
     let created_at = DateTime::parse_from_rfc3339("2025-01-02T03:04:05.678Z")
         .unwrap()
         .with_timezone(&Utc);
@@ -375,9 +379,7 @@ async fn the_product_is_described_as_the_catalog_events_say() {
     assert_eq!(json["product"]["createdAt"], "2025-01-02T03:04:05.678Z");
 }
 
-#[tokio::test]
-async fn deleted_products_are_neither_recommended_nor_recommended_for() {
-    let f = Fixture::new().await;
+async fn deleted_products_are_neither_recommended_nor_recommended_for(f: Fixture) {
     let a = f.product("A", "x").await;
     let b = f.product("B", "x").await;
     let c = f.product("C", "x").await;
@@ -396,9 +398,7 @@ async fn deleted_products_are_neither_recommended_nor_recommended_for() {
     ));
 }
 
-#[tokio::test]
-async fn out_of_stock_products_are_left_out_by_the_latest_announcement() {
-    let f = Fixture::new().await;
+async fn out_of_stock_products_are_left_out_by_the_latest_announcement(f: Fixture) {
     let a = f.product("A", "x").await;
     let b = f.product("B", "x").await;
     f.buy(Uuid::now_v7(), &[a, b]).await;
@@ -437,9 +437,7 @@ async fn out_of_stock_products_are_left_out_by_the_latest_announcement() {
     assert_eq!(ids(&f.for_product(a).await), [b], "low is not out");
 }
 
-#[tokio::test]
-async fn the_generation_moves_exactly_when_a_ranking_could_change() {
-    let f = Fixture::new().await;
+async fn the_generation_moves_exactly_when_a_ranking_could_change(f: Fixture) {
     let start = f.generation().await;
     let a = f.product("A", "x").await;
     assert_eq!(f.generation().await, start + 1, "a product event");
@@ -461,9 +459,7 @@ async fn the_generation_moves_exactly_when_a_ranking_could_change() {
     assert_eq!(f.generation().await, start + 4, "an order uncounted");
 }
 
-#[tokio::test]
-async fn answers_are_cached_until_the_model_changes() {
-    let f = Fixture::new().await;
+async fn answers_are_cached_until_the_model_changes(f: Fixture) {
     let a = f.product("A", "x").await;
     let b = f.product("B", "x").await;
     let c = f.product("C", "x").await;
@@ -511,12 +507,11 @@ impl Cache for BrokenCache {
     }
 }
 
-#[tokio::test]
-async fn a_broken_cache_is_bypassed() {
+async fn a_broken_cache_is_bypassed(db: TestDb) {
     let cache = Arc::new(BrokenCache {
         calls: AtomicUsize::new(0),
     });
-    let f = Fixture::with_cache(cache.clone()).await;
+    let f = Fixture::with_cache(db, cache.clone());
     let a = f.product("A", "x").await;
     let b = f.product("B", "x").await;
     f.buy(Uuid::now_v7(), &[a, b]).await;
@@ -542,9 +537,7 @@ async fn confirm_at(f: &Fixture, order: Uuid, user: Uuid, now: i64, commit: bool
     }
 }
 
-#[tokio::test]
-async fn a_confirmed_order_issues_recommendations_at_most_once_per_period() {
-    let f = Fixture::new().await;
+async fn a_confirmed_order_issues_recommendations_at_most_once_per_period(f: Fixture) {
     let products: Vec<Uuid> = make_products(&f, 8).await;
     // Everything has sold, so there is something to recommend.
     f.buy(Uuid::now_v7(), &products).await;
@@ -595,9 +588,7 @@ async fn a_confirmed_order_issues_recommendations_at_most_once_per_period() {
     );
 }
 
-#[tokio::test]
-async fn nothing_to_recommend_sends_nothing_and_keeps_the_period_open() {
-    let f = Fixture::new().await;
+async fn nothing_to_recommend_sends_nothing_and_keeps_the_period_open(f: Fixture) {
     let only = f.product("Only", "x").await;
     let ada = Uuid::now_v7();
     f.buy(ada, &[only]).await;

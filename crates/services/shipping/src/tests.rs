@@ -1,11 +1,13 @@
-//! The use cases against a real (SQLite) database.
+//! The use cases against a real database: each test runs on SQLite (`sqlite::…`) and on
+//! PostgreSQL (`postgres::…`) when `EMPORIUM_TEST_DATABASE_URL` names a server
+//! ([`emporium_platform::on_both_backends`]).
 
 use std::time::Duration;
 
 use emporium_events::{
     Address, CancellationReason, Envelope, Event, OrderCancelled, ShipmentRequested,
 };
-use emporium_platform::storage::{Db, EventContext, Tx};
+use emporium_platform::storage::{EventContext, Tx, testing::TestDb};
 use uuid::Uuid;
 
 use crate::{
@@ -15,21 +17,28 @@ use crate::{
     store::{self, ShipmentRow},
 };
 
+emporium_platform::on_both_backends!(
+    NAME,
+    store::MIGRATIONS;
+    a_request_creates_one_ready_shipment,
+    a_cancelled_order_gets_no_shipment_and_a_ready_one_is_cancelled,
+    a_dispatched_shipment_is_not_cancelled,
+    admins_dispatch_then_deliver_and_nothing_else,
+    due_shipments_are_dispatched_once_with_their_saga_correlation,
+    the_dispatcher_dispatches_in_the_background_and_stops_when_told,
+);
+
 struct Fixture {
-    db: Db,
-    _dir: tempfile::TempDir,
+    db: TestDb,
+}
+
+impl From<TestDb> for Fixture {
+    fn from(db: TestDb) -> Fixture {
+        Fixture { db }
+    }
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_sqlite(NAME, &dir.path().join("shipping.db"))
-            .await
-            .unwrap();
-        db.migrate(store::MIGRATIONS).await.unwrap();
-        Fixture { db, _dir: dir }
-    }
-
     async fn tx(&self, correlation: &str) -> Tx {
         self.db
             .begin(EventContext::request(NAME, correlation))
@@ -97,9 +106,7 @@ impl Fixture {
     }
 }
 
-#[tokio::test]
-async fn a_request_creates_one_ready_shipment() {
-    let f = Fixture::new().await;
+async fn a_request_creates_one_ready_shipment(f: Fixture) {
     let order = Uuid::now_v7();
     f.request(order).await;
     f.request(order).await;
@@ -115,9 +122,7 @@ async fn a_request_creates_one_ready_shipment() {
     assert!(row.address.contains("Analytical Row"));
 }
 
-#[tokio::test]
-async fn a_cancelled_order_gets_no_shipment_and_a_ready_one_is_cancelled() {
-    let f = Fixture::new().await;
+async fn a_cancelled_order_gets_no_shipment_and_a_ready_one_is_cancelled(f: Fixture) {
     let early = Uuid::now_v7();
     f.cancel(early).await;
     f.request(early).await;
@@ -142,9 +147,7 @@ async fn a_cancelled_order_gets_no_shipment_and_a_ready_one_is_cancelled() {
     ));
 }
 
-#[tokio::test]
-async fn a_dispatched_shipment_is_not_cancelled() {
-    let f = Fixture::new().await;
+async fn a_dispatched_shipment_is_not_cancelled(f: Fixture) {
     let order = Uuid::now_v7();
     f.request(order).await;
     let id = f.shipment(order).await.unwrap().id().unwrap();
@@ -155,9 +158,7 @@ async fn a_dispatched_shipment_is_not_cancelled() {
     assert_eq!(f.shipment(order).await.unwrap().status, "DISPATCHED");
 }
 
-#[tokio::test]
-async fn admins_dispatch_then_deliver_and_nothing_else() {
-    let f = Fixture::new().await;
+async fn admins_dispatch_then_deliver_and_nothing_else(f: Fixture) {
     let order = Uuid::now_v7();
     f.request(order).await;
     f.events().await;
@@ -193,9 +194,7 @@ async fn admins_dispatch_then_deliver_and_nothing_else() {
     );
 }
 
-#[tokio::test]
-async fn due_shipments_are_dispatched_once_with_their_saga_correlation() {
-    let f = Fixture::new().await;
+async fn due_shipments_are_dispatched_once_with_their_saga_correlation(f: Fixture) {
     let order = Uuid::now_v7();
     f.request(order).await;
     f.emitted().await;
@@ -222,9 +221,7 @@ async fn due_shipments_are_dispatched_once_with_their_saga_correlation() {
     ));
 }
 
-#[tokio::test]
-async fn the_dispatcher_dispatches_in_the_background_and_stops_when_told() {
-    let f = Fixture::new().await;
+async fn the_dispatcher_dispatches_in_the_background_and_stops_when_told(f: Fixture) {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let dispatcher = tokio::spawn(app::run_dispatcher(
         f.db.clone(),

@@ -1,5 +1,7 @@
-//! The use cases against a real (temporary) SQLite database: the read model, placing with
-//! idempotency keys, the saga's events, cancellation and the timeout sweeper.
+//! The use cases against a real database: the read model, placing with idempotency keys, the
+//! saga's events, cancellation and the timeout sweeper. Each runs on SQLite (`sqlite::…`) and on
+//! PostgreSQL (`postgres::…`) when `EMPORIUM_TEST_DATABASE_URL` names a server
+//! ([`emporium_platform::on_both_backends`]).
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use emporium_platform::{
     api::PageRequest,
     auth::AuthUser,
     bus::consumer::EventHandler,
-    storage::{Db, EventContext},
+    storage::{Db, EventContext, testing::TestDb},
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -20,14 +22,19 @@ use uuid::Uuid;
 use super::*;
 use crate::consumers::OrdersConsumer;
 
-async fn database() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite(NAME, &dir.path().join("orders.db"))
-        .await
-        .unwrap();
-    db.migrate(store::MIGRATIONS).await.unwrap();
-    (dir, db)
-}
+emporium_platform::on_both_backends!(
+    NAME,
+    store::MIGRATIONS;
+    an_order_is_priced_from_the_read_model_and_announced_in_the_same_transaction,
+    updates_reprice_new_orders_and_a_deletion_is_final,
+    an_idempotency_key_replays_the_first_answer_and_refuses_another_request,
+    the_saga_confirms_ships_and_delivers_with_its_events_and_summaries,
+    a_customer_cancels_their_own_order_once,
+    the_sweeper_cancels_only_overdue_pending_orders,
+    listings_page_newest_first_within_the_callers_scope,
+    a_product_deleted_before_its_reservation_cancels_with_product_unavailable,
+    a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_order,
+);
 
 fn customer() -> AuthUser {
     AuthUser {
@@ -121,9 +128,7 @@ fn key(key: &str, request: &str) -> Option<IdempotencyKey> {
     })
 }
 
-#[tokio::test]
-async fn an_order_is_priced_from_the_read_model_and_announced_in_the_same_transaction() {
-    let (_dir, db) = database().await;
+async fn an_order_is_priced_from_the_read_model_and_announced_in_the_same_transaction(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let mug = product(&db, "Mug", 800).await;
     let ada = customer();
@@ -157,9 +162,7 @@ async fn an_order_is_priced_from_the_read_model_and_announced_in_the_same_transa
     assert_eq!(serde_json::to_value(&shown).unwrap(), body);
 }
 
-#[tokio::test]
-async fn updates_reprice_new_orders_and_a_deletion_is_final() {
-    let (_dir, db) = database().await;
+async fn updates_reprice_new_orders_and_a_deletion_is_final(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
     let before = place_for(&db, &ada, &[(lamp, 1)]).await;
@@ -212,9 +215,7 @@ async fn updates_reprice_new_orders_and_a_deletion_is_final() {
     assert_eq!(unknown.code, "UNKNOWN_PRODUCT");
 }
 
-#[tokio::test]
-async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request() {
-    let (_dir, db) = database().await;
+async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
     let first = place(&db, ada.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
@@ -286,9 +287,7 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
     );
 }
 
-#[tokio::test]
-async fn the_saga_confirms_ships_and_delivers_with_its_events_and_summaries() {
-    let (_dir, db) = database().await;
+async fn the_saga_confirms_ships_and_delivers_with_its_events_and_summaries(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
     let order = place_for(&db, &ada, &[(lamp, 2)]).await;
@@ -385,9 +384,7 @@ async fn the_saga_confirms_ships_and_delivers_with_its_events_and_summaries() {
     assert_eq!(requested.unwrap().shipping_address.city, "London");
 }
 
-#[tokio::test]
-async fn a_customer_cancels_their_own_order_once() {
-    let (_dir, db) = database().await;
+async fn a_customer_cancels_their_own_order_once(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
     let order = place_for(&db, &ada, &[(lamp, 1)]).await;
@@ -453,9 +450,7 @@ async fn a_customer_cancels_their_own_order_once() {
     );
 }
 
-#[tokio::test]
-async fn the_sweeper_cancels_only_overdue_pending_orders() {
-    let (_dir, db) = database().await;
+async fn the_sweeper_cancels_only_overdue_pending_orders(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
     let stuck = place_for(&db, &ada, &[(lamp, 1)]).await;
@@ -504,9 +499,7 @@ async fn the_sweeper_cancels_only_overdue_pending_orders() {
     );
 }
 
-#[tokio::test]
-async fn listings_page_newest_first_within_the_callers_scope() {
-    let (_dir, db) = database().await;
+async fn listings_page_newest_first_within_the_callers_scope(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
     let grace = customer();
@@ -573,9 +566,7 @@ fn rejected(order_id: Uuid, product_id: Uuid) -> Event {
     })
 }
 
-#[tokio::test]
-async fn a_product_deleted_before_its_reservation_cancels_with_product_unavailable() {
-    let (_dir, db) = database().await;
+async fn a_product_deleted_before_its_reservation_cancels_with_product_unavailable(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let mug = product(&db, "Mug", 800).await;
     let ada = customer();
@@ -616,9 +607,7 @@ async fn a_product_deleted_before_its_reservation_cancels_with_product_unavailab
     );
 }
 
-#[tokio::test]
-async fn a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_order() {
-    let (_dir, db) = database().await;
+async fn a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_order(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
     let order = place_for(&db, &ada, &[(lamp, 1)]).await;
