@@ -26,6 +26,12 @@ use crate::{
     storage::{Db, EventContext, StorageError, Tx},
 };
 
+/// Events applied per consumer transaction, by group: what batching buys (each transaction costs
+/// its `BEGIN`, `COMMIT` and connection hand-offs however many events it applies).
+pub const TRANSACTION_EVENTS_METRIC: &str = "emporium_consumer_transaction_events";
+/// Events per batch handed over by the bus (one partition's), by group.
+pub const BATCH_EVENTS_METRIC: &str = "emporium_consumer_batch_events";
+
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -159,7 +165,10 @@ impl<H: EventHandler> Consumer<H> {
         }
         tx.commit()
             .await
-            .map_err(|e| (events.len().saturating_sub(1), e.into()))
+            .map_err(|e| (events.len().saturating_sub(1), e.into()))?;
+        metrics::histogram!(TRANSACTION_EVENTS_METRIC, "group" => self.group.clone())
+            .record(events.len() as f64);
+        Ok(())
     }
 
     /// Applies a run of decoded events: all in one transaction when they all succeed; otherwise the
@@ -291,6 +300,8 @@ impl<H: EventHandler> Consumer<H> {
 #[async_trait]
 impl<H: EventHandler> BatchHandler for Consumer<H> {
     async fn handle(&self, batch: &[Delivery]) -> Result<(), InfraError> {
+        metrics::histogram!(BATCH_EVENTS_METRIC, "group" => self.group.clone())
+            .record(batch.len() as f64);
         for delivery in batch {
             metrics::counter!("emporium_events_consumed_total", "group" => self.group.clone(),
                 "topic" => delivery.record.topic.clone())
