@@ -27,6 +27,7 @@ use emporium_events::Envelope;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::{BatchHandler, Delivery, EventBus, InfraError, SubscribeOptions, Subscription, dlq};
 use crate::{
@@ -254,9 +255,17 @@ impl<H: EventHandler> Consumer<H> {
             .begin(EventContext::request(self.source, ""))
             .await
             .map_err(|e| (0, e.into()))?;
+        // Every event's id into the inbox at once: one statement, not one per event.
+        let ids: Vec<Uuid> = events.iter().map(|envelope| envelope.event_id).collect();
+        let mut first_seen = tx
+            .record_all_in_inbox(&self.group, &ids)
+            .await
+            .map_err(|e| (0, e.into()))?;
         let mut applied = 0;
         for envelope in events {
-            self.apply_in(&mut tx, envelope)
+            // An id twice in the run (redelivered in the same batch) takes effect the first time.
+            let recorded_now = first_seen.remove(&envelope.event_id);
+            self.apply_recorded(&mut tx, envelope, recorded_now)
                 .await
                 .map_err(|e| (applied, e))?;
             applied += 1;
@@ -329,7 +338,18 @@ impl<H: EventHandler> Consumer<H> {
     }
 
     async fn apply_in(&self, tx: &mut Tx, envelope: &Envelope) -> Result<bool, HandlerError> {
-        if !tx.record_in_inbox(&self.group, envelope.event_id).await? {
+        let recorded_now = tx.record_in_inbox(&self.group, envelope.event_id).await?;
+        self.apply_recorded(tx, envelope, recorded_now).await
+    }
+
+    /// Applies `envelope` in `tx` if its id was `recorded_now` in the inbox; skips a duplicate.
+    async fn apply_recorded(
+        &self,
+        tx: &mut Tx,
+        envelope: &Envelope,
+        recorded_now: bool,
+    ) -> Result<bool, HandlerError> {
+        if !recorded_now {
             metrics::counter!("emporium_events_duplicate_total", "group" => self.group.clone())
                 .increment(1);
             tracing::debug!(event_id = %envelope.event_id, "duplicate event skipped");
