@@ -9,7 +9,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -51,6 +51,19 @@ pub fn metrics() -> &'static PrometheusHandle {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0,
             ])
+            .and_then(|builder| {
+                // Counts, not durations: events per consumer batch and per consumer transaction.
+                let counts = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+                builder
+                    .set_buckets_for_metric(
+                        Matcher::Full(crate::bus::consumer::TRANSACTION_EVENTS_METRIC.to_owned()),
+                        &counts,
+                    )?
+                    .set_buckets_for_metric(
+                        Matcher::Full(crate::bus::consumer::BATCH_EVENTS_METRIC.to_owned()),
+                        &counts,
+                    )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
         let handle = recorder.handle();

@@ -41,6 +41,7 @@ macro_rules! bus_conformance_checks {
             an_undecodable_record_is_dead_lettered_at_once,
             a_failing_event_is_dead_lettered_and_can_be_replayed,
             an_event_delivered_twice_takes_effect_once,
+            a_failing_event_holds_back_no_other_partition,
         );
     };
 }
@@ -570,6 +571,75 @@ pub async fn an_event_delivered_twice_takes_effect_once(factory: &dyn BusFactory
         vec![envelope.event_id.to_string(), other.event_id.to_string()]
     );
     assert!(db.inbox_contains(&group, envelope.event_id).await.unwrap());
+}
+
+/// Batches of many partitions ready at once are applied together (group commit); one failing event
+/// among them costs only itself: every other event takes effect once, in per-key order, and the
+/// failing one is attempted `max_attempts` times, as if each partition were alone.
+pub async fn a_failing_event_holds_back_no_other_partition(factory: &dyn BusFactory) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
+        .await
+        .unwrap();
+    db.migrate(LEDGER).await.unwrap();
+    let bus = factory.open().await;
+    let topic = unique("together");
+    // 16 keys (spread over the partitions) with 5 events each, in one publish so that every
+    // partition has a batch ready at the same moment; the poison sits in the middle of one key.
+    let mut published: Vec<(String, Uuid)> = Vec::new();
+    let mut records = Vec::new();
+    for _round in 0..5 {
+        for key in 0..16 {
+            let (key, product) = (format!("key-{key}"), Uuid::now_v7());
+            records.push(deletion(&topic, &key, product).1);
+            published.push((key, product));
+        }
+    }
+    let poison = published[2 * 16 + 3].1;
+    bus.publish(&records).await.unwrap();
+    let ledger = Ledger::new(poison);
+    let attempts = ledger.attempts.clone();
+    let group = unique("g");
+    let consumer = Consumer::new(
+        "conformance",
+        group.clone(),
+        db.clone(),
+        bus.clone(),
+        ledger,
+        RETRY,
+    );
+    let sub = consumer.spawn(&[&topic], 16).await.unwrap();
+    wait_until_rows(&db, published.len() - 1).await;
+    wait_for_lag_zero(&bus, &group).await;
+    sub.stop().await;
+
+    let rows = ledger_rows(&db).await;
+    let applied: Vec<String> = published
+        .iter()
+        .filter(|(_, product)| *product != poison)
+        .map(|(_, product)| product.to_string())
+        .collect();
+    let mut sorted_rows = rows.clone();
+    sorted_rows.sort();
+    let mut sorted_applied = applied.clone();
+    sorted_applied.sort();
+    assert_eq!(sorted_rows, sorted_applied, "every other event, once");
+    for key in 0..16 {
+        let key = format!("key-{key}");
+        let of_key = |product: &String| {
+            published
+                .iter()
+                .any(|(k, p)| *k == key && p.to_string() == *product)
+        };
+        let seen: Vec<&String> = rows.iter().filter(|p| of_key(p)).collect();
+        let expected: Vec<&String> = applied.iter().filter(|p| of_key(p)).collect();
+        assert_eq!(seen, expected, "events of {key} in their order");
+    }
+    assert_eq!(
+        attempts.lock().unwrap()[&poison],
+        RETRY.max_attempts,
+        "the failing event attempted exactly max_attempts times"
+    );
 }
 
 async fn wait_until_rows(db: &Db, n: usize) {

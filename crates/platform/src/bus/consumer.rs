@@ -6,25 +6,40 @@
 //!   and a redelivered event is skipped; the offset is committed only after that transaction;
 //! - **batching**: a batch from one partition is applied in one transaction when every event in it
 //!   succeeds; if one fails, the batch is rolled back and applied one event at a time;
+//! - **group commit**: batches of several partitions that are ready at the same moment are applied
+//!   together in one transaction (each partition's events in their order), since a transaction costs
+//!   its `BEGIN`, `COMMIT` and connection hand-offs however many events it carries; if that
+//!   transaction fails, each batch falls back to being applied on its own, as above;
 //! - **retries**: a failing event is retried with exponential backoff and full jitter, up to
 //!   `max_attempts`, then moved to `<topic>.dlq` with the error and attempt count, and the partition
 //!   moves on; an event that cannot be decoded goes there at once;
 //! - **infrastructure errors** (database down) never dead-letter: the batch is redelivered after a pause.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use std::panic::AssertUnwindSafe;
 
 use async_trait::async_trait;
 use emporium_events::Envelope;
 use futures_util::FutureExt;
+use tokio::sync::oneshot;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::{BatchHandler, Delivery, EventBus, InfraError, SubscribeOptions, Subscription, dlq};
 use crate::{
     config::BusConfig,
     storage::{Db, EventContext, StorageError, Tx},
 };
+
+/// Events applied per consumer transaction, by group: what batching buys (each transaction costs
+/// its `BEGIN`, `COMMIT` and connection hand-offs however many events it applies).
+pub const TRANSACTION_EVENTS_METRIC: &str = "emporium_consumer_transaction_events";
+/// Events per batch handed over by the bus (one partition's), by group.
+pub const BATCH_EVENTS_METRIC: &str = "emporium_consumer_batch_events";
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +120,29 @@ pub struct Consumer<H> {
     bus: Arc<dyn EventBus>,
     handler: H,
     retry: RetryPolicy,
+    /// Decoded batches waiting for the next group commit, one per partition at most (a partition
+    /// hands over its next batch only once this one is settled).
+    pending: Mutex<Vec<Pending>>,
+    /// Held by the one task applying pending batches; the others queue behind it, and whichever
+    /// gets it next applies everything that queued meanwhile.
+    applying: tokio::sync::Mutex<()>,
+}
+
+/// A partition's batch waiting for a group commit, and where to say how it went.
+struct Pending {
+    events: Arc<[Envelope]>,
+    settled: oneshot::Sender<GroupOutcome>,
+}
+
+/// How a group commit went, for each batch in it.
+#[derive(Debug)]
+enum GroupOutcome {
+    Committed,
+    /// The database is in trouble: every batch in it is redelivered.
+    Infra(String),
+    /// An event failed: the transaction was rolled back, and each batch is applied on its own. The
+    /// batch holding the failed event gets its index and error: that was its first attempt.
+    Alone(Option<(usize, String)>),
 }
 
 impl<H: EventHandler> Consumer<H> {
@@ -123,7 +161,75 @@ impl<H: EventHandler> Consumer<H> {
             bus,
             handler,
             retry,
+            pending: Mutex::new(Vec::new()),
+            applying: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Applies `events` (one partition's batch, in order) in a transaction shared with the batches
+    /// of other partitions that are ready at the same time.
+    ///
+    /// The batch joins the queue, then waits its turn; the task whose turn it is applies everything
+    /// queued, in one transaction, and tells each batch the outcome. Nothing else of a partition is
+    /// delivered until its batch is settled, so per-key order holds, and the offsets of every batch
+    /// in the transaction are committed only after it.
+    async fn apply_together(&self, events: Arc<[Envelope]>) -> GroupOutcome {
+        let (settled, mut outcome) = oneshot::channel();
+        self.lock_pending().push(Pending { events, settled });
+        let _turn = self.applying.lock().await;
+        match outcome.try_recv() {
+            // Applied by the task that had the turn before us.
+            Ok(outcome) => return outcome,
+            // Taken by a task that was stopped before settling it (its transaction rolled back).
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return GroupOutcome::Infra("group commit interrupted".to_owned());
+            }
+            // Still queued: whoever takes a batch settles it before giving up the turn.
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        // Partitions woken by the same append are about to queue their batches: let them.
+        tokio::task::yield_now().await;
+        let batches = std::mem::take(&mut *self.lock_pending());
+        let events: Vec<&Envelope> = batches
+            .iter()
+            .flat_map(|pending| pending.events.iter())
+            .collect();
+        let result = self.apply_all(&events).await;
+        let mut failure = match result {
+            Ok(()) => None,
+            Err((index, HandlerError::Failed(error))) => Some((index, error)),
+            Err((_, HandlerError::Infra(e))) => {
+                for pending in batches {
+                    let _ = pending.settled.send(GroupOutcome::Infra(e.clone()));
+                }
+                return outcome.await.unwrap_or_else(|_| {
+                    GroupOutcome::Infra("group commit interrupted".to_owned())
+                });
+            }
+        };
+        // `failure` counts events from the first batch on; each batch learns whether it holds it.
+        let mut start = 0;
+        for pending in batches {
+            let len = pending.events.len();
+            let settled = match &mut failure {
+                None => GroupOutcome::Committed,
+                Some((index, error)) if (start..start + len).contains(index) => {
+                    GroupOutcome::Alone(Some((*index - start, std::mem::take(error))))
+                }
+                Some(_) => GroupOutcome::Alone(None),
+            };
+            start += len;
+            // A closed receiver is a partition stopped while it waited: its batch is redelivered.
+            let _ = pending.settled.send(settled);
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| GroupOutcome::Infra("group commit interrupted".to_owned()))
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // Pushes and takes only: a panic cannot leave the queue half-changed.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Subscribes to `topics` and starts delivering.
@@ -143,39 +249,62 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Applies the events in one transaction. On failure nothing is left behind and the error says
     /// which event failed (the ones before it succeeded in the rolled-back transaction).
-    async fn apply_all(
-        &self,
-        events: &[(&Delivery, Envelope)],
-    ) -> Result<(), (usize, HandlerError)> {
+    async fn apply_all(&self, events: &[&Envelope]) -> Result<(), (usize, HandlerError)> {
         let mut tx = self
             .db
             .begin(EventContext::request(self.source, ""))
             .await
             .map_err(|e| (0, e.into()))?;
-        for (index, (_, envelope)) in events.iter().enumerate() {
-            self.apply_in(&mut tx, envelope)
+        // Every event's id into the inbox at once: one statement, not one per event.
+        let ids: Vec<Uuid> = events.iter().map(|envelope| envelope.event_id).collect();
+        let mut first_seen = tx
+            .record_all_in_inbox(&self.group, &ids)
+            .await
+            .map_err(|e| (0, e.into()))?;
+        let mut applied = 0;
+        for envelope in events {
+            // An id twice in the run (redelivered in the same batch) takes effect the first time.
+            let recorded_now = first_seen.remove(&envelope.event_id);
+            self.apply_recorded(&mut tx, envelope, recorded_now)
                 .await
-                .map_err(|e| (index, e))?;
+                .map_err(|e| (applied, e))?;
+            applied += 1;
         }
         tx.commit()
             .await
-            .map_err(|e| (events.len().saturating_sub(1), e.into()))
+            .map_err(|e| (applied.saturating_sub(1), e.into()))?;
+        metrics::histogram!(TRANSACTION_EVENTS_METRIC, "group" => self.group.clone())
+            .record(applied as f64);
+        Ok(())
     }
 
     /// Applies a run of decoded events: all in one transaction when they all succeed; otherwise the
     /// ones before the failing event again in one transaction, the failing one with retries (its
     /// first attempt already made), and then the rest the same way.
     async fn apply_run(&self, events: &[(&Delivery, Envelope)]) -> Result<(), InfraError> {
+        self.apply_run_after(events, None).await
+    }
+
+    /// [`Self::apply_run`] when the first attempt at the whole run was already made and failed at
+    /// `known_failure` (index, error), if given.
+    async fn apply_run_after(
+        &self,
+        events: &[(&Delivery, Envelope)],
+        mut known_failure: Option<(usize, String)>,
+    ) -> Result<(), InfraError> {
         let mut rest = events;
         while !rest.is_empty() {
-            let (failed_at, error) = match self.apply_all(rest).await {
-                Ok(()) => return Ok(()),
-                Err((_, HandlerError::Infra(e))) => return Err(InfraError(e)),
-                Err((index, HandlerError::Failed(error))) => (index, error),
+            let (failed_at, error) = match known_failure.take() {
+                Some(failure) => failure,
+                None => match self.apply_all(&envelopes(rest)).await {
+                    Ok(()) => return Ok(()),
+                    Err((_, HandlerError::Infra(e))) => return Err(InfraError(e)),
+                    Err((index, HandlerError::Failed(error))) => (index, error),
+                },
             };
             let (before, from_failure) = rest.split_at(failed_at);
             if !before.is_empty() {
-                match self.apply_all(before).await {
+                match self.apply_all(&envelopes(before)).await {
                     Ok(()) => {}
                     Err((_, HandlerError::Infra(e))) => return Err(InfraError(e)),
                     // Not the same outcome twice: take them one at a time.
@@ -209,7 +338,18 @@ impl<H: EventHandler> Consumer<H> {
     }
 
     async fn apply_in(&self, tx: &mut Tx, envelope: &Envelope) -> Result<bool, HandlerError> {
-        if !tx.record_in_inbox(&self.group, envelope.event_id).await? {
+        let recorded_now = tx.record_in_inbox(&self.group, envelope.event_id).await?;
+        self.apply_recorded(tx, envelope, recorded_now).await
+    }
+
+    /// Applies `envelope` in `tx` if its id was `recorded_now` in the inbox; skips a duplicate.
+    async fn apply_recorded(
+        &self,
+        tx: &mut Tx,
+        envelope: &Envelope,
+        recorded_now: bool,
+    ) -> Result<bool, HandlerError> {
+        if !recorded_now {
             metrics::counter!("emporium_events_duplicate_total", "group" => self.group.clone())
                 .increment(1);
             tracing::debug!(event_id = %envelope.event_id, "duplicate event skipped");
@@ -296,6 +436,26 @@ impl<H: EventHandler> BatchHandler for Consumer<H> {
                 "topic" => delivery.record.topic.clone())
             .increment(1);
         }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        metrics::histogram!(BATCH_EVENTS_METRIC, "group" => self.group.clone())
+            .record(batch.len() as f64);
+        let decoded: Result<Arc<[Envelope]>, _> = batch
+            .iter()
+            .map(|delivery| Envelope::from_json(&delivery.record.payload))
+            .collect();
+        if let Ok(events) = decoded {
+            match self.apply_together(events.clone()).await {
+                GroupOutcome::Committed => return Ok(()),
+                GroupOutcome::Infra(e) => return Err(InfraError(e)),
+                GroupOutcome::Alone(known_failure) => {
+                    let run: Vec<(&Delivery, Envelope)> =
+                        batch.iter().zip(events.iter().cloned()).collect();
+                    return self.apply_run_after(&run, known_failure).await;
+                }
+            }
+        }
         // Runs of decodable events go through `apply_run`; an undecodable one is dead-lettered at once
         // (no retry can fix it), keeping the partition's order.
         let mut run: Vec<(&Delivery, Envelope)> = Vec::with_capacity(batch.len());
@@ -312,6 +472,10 @@ impl<H: EventHandler> BatchHandler for Consumer<H> {
         }
         self.apply_run(&run).await
     }
+}
+
+fn envelopes<'a>(run: &'a [(&Delivery, Envelope)]) -> Vec<&'a Envelope> {
+    run.iter().map(|(_, envelope)| envelope).collect()
 }
 
 #[cfg(test)]

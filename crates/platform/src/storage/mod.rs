@@ -21,7 +21,7 @@ pub mod relay;
 #[cfg(feature = "conformance")]
 pub mod testing;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{collections::HashSet, path::Path, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use emporium_events::{Envelope, Event};
@@ -480,6 +480,35 @@ impl EventContext {
     }
 }
 
+/// Rows per inbox `INSERT`, largest first: a few fixed sizes, so that few statements are prepared.
+const INBOX_INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
+
+/// `INSERT INTO inbox … VALUES (…), (…) … RETURNING event_id` with `rows` rows, built once per size.
+fn inbox_insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        INBOX_INSERT_SIZES
+            .iter()
+            .map(|&n| {
+                let values = (0..n)
+                    .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (
+                    n,
+                    format!(
+                        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {values}
+                         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+                    ),
+                )
+            })
+            .collect()
+    });
+    all.iter()
+        .find(|(n, _)| *n == rows)
+        .map_or("", |(_, sql)| sql.as_str())
+}
+
 /// A write transaction that can emit events. Dropping it without [`Tx::commit`] rolls back.
 pub struct Tx {
     tx: sqlx::Transaction<'static, Any>,
@@ -554,6 +583,42 @@ impl Tx {
         .execute(&mut *self.tx)
         .await?;
         Ok(inserted.rows_affected() == 1)
+    }
+
+    /// Records that `consumer` applied each of `event_ids`, with one statement per up to 64 ids
+    /// instead of one per id. Returns the ids recorded now; the others it had already (the caller
+    /// must skip those), and an id given twice is returned once.
+    pub async fn record_all_in_inbox(
+        &mut self,
+        consumer: &str,
+        event_ids: &[Uuid],
+    ) -> Result<HashSet<Uuid>, StorageError> {
+        let mut ids: Vec<Uuid> = event_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let now = Utc::now().timestamp_millis();
+        let mut recorded = HashSet::with_capacity(ids.len());
+        let mut rest = ids.as_slice();
+        while !rest.is_empty() {
+            let size = INBOX_INSERT_SIZES
+                .iter()
+                .copied()
+                .find(|size| *size <= rest.len())
+                .unwrap_or(1);
+            let (chunk, later) = rest.split_at(size);
+            let mut insert = sqlx::query_scalar::<_, String>(inbox_insert_sql(size));
+            for id in chunk {
+                insert = insert.bind(consumer).bind(id.to_string()).bind(now);
+            }
+            for id in insert.fetch_all(&mut *self.tx).await? {
+                recorded.insert(
+                    Uuid::parse_str(&id)
+                        .map_err(|e| StorageError::Query(format!("inbox event id {id}: {e}")))?,
+                );
+            }
+            rest = later;
+        }
+        Ok(recorded)
     }
 
     /// Sets the context for the next emitted events (a consumer batch moves from event to event).

@@ -127,6 +127,7 @@ storage_tests!(
     readiness_reports_an_outbox_whose_oldest_event_waited_too_long,
     the_relay_wakes_on_commit_and_keeps_order,
     the_inbox_recognises_an_event_applied_before,
+    the_inbox_records_many_events_in_one_call,
     ;
     // Only PostgreSQL serves several instances of a service; a SQLite file has one process.
     postgres only:
@@ -341,6 +342,38 @@ async fn the_inbox_recognises_an_event_applied_before(s: Setup) {
         "each consumer has its own inbox"
     );
     again.commit().await.unwrap();
+}
+
+/// A batch's ids in one call (more than one statement's worth): the new ones come back, once each;
+/// the ones recorded before do not.
+async fn the_inbox_records_many_events_in_one_call(s: Setup) {
+    let seen_before = Uuid::now_v7();
+    let mut tx =
+        s.db.begin(EventContext::request("items", "c"))
+            .await
+            .unwrap();
+    assert!(tx.record_in_inbox("shipper", seen_before).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let new: Vec<Uuid> = (0..90).map(|_| Uuid::now_v7()).collect();
+    let mut batch = new.clone();
+    batch.insert(40, seen_before);
+    batch.push(new[3]); // redelivered within the batch
+    let mut tx =
+        s.db.begin(EventContext::request("items", "c"))
+            .await
+            .unwrap();
+    let recorded = tx.record_all_in_inbox("shipper", &batch).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        recorded,
+        new.iter()
+            .copied()
+            .collect::<std::collections::HashSet<_>>()
+    );
+    for id in &new {
+        assert!(s.db.inbox_contains("shipper", *id).await.unwrap());
+    }
 }
 
 /// Several instances of a service each run a relay on the one database while writers on both
