@@ -182,12 +182,15 @@ impl Service for OperationsService {
             })
     }
 
+    fn topics(&self) -> Vec<Topic> {
+        observed_topics()
+    }
+
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
-        let topics = observed_topics();
         workers
             .consume(
                 ctx,
-                &topics,
+                &self.topics(),
                 EventIndex {
                     live: self.live.clone(),
                 },

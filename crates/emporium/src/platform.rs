@@ -296,6 +296,14 @@ pub async fn start(config: Config, part: Part) -> anyhow::Result<Running> {
                     live: live.clone(),
                 })
             });
+    // The process serving the admin statistics reports every service's group, wherever it runs.
+    if operations.is_some() {
+        for service in services() {
+            let topics = service.topics();
+            let topics: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
+            stores.bus.watch_group(service.name(), &topics);
+        }
+    }
     for service in services().into_iter().chain(operations) {
         let (Some(db), Some(cache)) = (stores.db(service.name()).cloned(), cache.clone()) else {
             continue;

@@ -98,6 +98,13 @@ pub trait Service: Send + Sync + 'static {
     /// correlation-id layer and the error conventions around them.
     fn router(&self, ctx: &ServiceContext) -> Router;
 
-    /// Starts its consumers and background loops (and anything it must do at start-up).
+    /// The topics its consumer group (named after it) reads; none by default. The operations
+    /// service reports the lag of every service's group from this, wherever the service runs.
+    fn topics(&self) -> Vec<Topic> {
+        Vec::new()
+    }
+
+    /// Starts its consumers and background loops (and anything it must do at start-up); its
+    /// consumer group reads [`Service::topics`].
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()>;
 }

@@ -247,6 +247,27 @@ async fn the_saga_tests_pass_through_a_cluster_with_two_inventory_and_two_paymen
     saga::the_correlation_id_of_a_request_reaches_every_event_it_causes_on(platform).await;
     saga::sixty_orders_for_twenty_units_confirm_exactly_twenty_on(platform).await;
     saga::placing_and_cancelling_at_once_conserves_stock_and_voids_payments_on(platform).await;
+    // The admin statistics (served by the operations process) cover every service's group.
+    let admin = platform.admin().await;
+    let stats = platform.get_as("/api/admin/stats", &admin.token).await;
+    let groups: HashSet<&str> = stats.body["consumerLag"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["group"].as_str())
+        .collect();
+    for group in [
+        "catalog",
+        "inventory",
+        "orders",
+        "payments",
+        "shipping",
+        "notifications",
+        "recommendations",
+        "operations",
+    ] {
+        assert!(groups.contains(group), "{group} missing from {stats:?}");
+    }
     // Both instances of each doubled service took part: the group's partitions were shared.
     let consumed = |p: &Platform, group: &'static str| {
         let http = p.http.clone();

@@ -546,6 +546,13 @@ impl EventBus for KafkaEventLog {
         .await
     }
 
+    fn watch_group(&self, group: &str, topics: &[&str]) {
+        lock(&self.inner.groups)
+            .entry(group.to_owned())
+            .or_default()
+            .extend(topics.iter().map(|t| (*t).to_owned()));
+    }
+
     fn name(&self) -> &'static str {
         "kafka"
     }

@@ -165,6 +165,11 @@ pub trait EventBus: Send + Sync + 'static {
     /// Committed positions and ends of every partition a group has consumed.
     async fn lag(&self) -> Result<Vec<PartitionLag>, BusError>;
 
+    /// Includes `group` (reading `topics`) in [`EventBus::lag`] although it is not subscribed
+    /// through this client: another process consumes in it. A bus whose lag already covers every
+    /// group (the embedded log) has nothing to do.
+    fn watch_group(&self, _group: &str, _topics: &[&str]) {}
+
     /// Answers whether the bus is reachable (for `/health`).
     async fn check(&self) -> Result<(), BusError>;
 

@@ -57,11 +57,15 @@ impl Service for CatalogService {
         http::router(app::Catalog::new(ctx.db.clone(), ctx.cache.clone()))
     }
 
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::Product]
+    }
+
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
         let invalidator = consumers::CacheInvalidator {
             cache: cache::ProductCache::new(ctx.cache.clone()),
         };
-        workers.consume(ctx, &[Topic::Product], invalidator).await?;
+        workers.consume(ctx, &self.topics(), invalidator).await?;
         Ok(())
     }
 }

@@ -60,13 +60,13 @@ impl Service for InventoryService {
         http::router(ctx.db.clone())
     }
 
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::Product, Topic::Order]
+    }
+
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
         workers
-            .consume(
-                ctx,
-                &[Topic::Product, Topic::Order],
-                consumers::InventoryHandler,
-            )
+            .consume(ctx, &self.topics(), consumers::InventoryHandler)
             .await?;
         Ok(())
     }

@@ -90,6 +90,17 @@ impl Service for NotificationsService {
         })
     }
 
+    fn topics(&self) -> Vec<Topic> {
+        vec![
+            Topic::User,
+            Topic::Product,
+            Topic::Order,
+            Topic::Inventory,
+            Topic::Promotion,
+            Topic::Recommendation,
+        ]
+    }
+
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
         let mut tx = ctx
             .db
@@ -112,14 +123,7 @@ impl Service for NotificationsService {
         workers
             .consume(
                 ctx,
-                &[
-                    Topic::User,
-                    Topic::Product,
-                    Topic::Order,
-                    Topic::Inventory,
-                    Topic::Promotion,
-                    Topic::Recommendation,
-                ],
+                &self.topics(),
                 consumers::Handler {
                     marketing: domain::MarketingLimit::from_config(&ctx.config.notifications),
                 },

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
+use emporium_events::Topic;
 use emporium_platform::{
     service::{Service, ServiceContext, Workers},
     storage::{Db, Migration},
@@ -58,9 +59,13 @@ impl Service for OrdersService {
         http::router(ctx.db.clone())
     }
 
+    fn topics(&self) -> Vec<Topic> {
+        consumers::TOPICS.to_vec()
+    }
+
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
         workers
-            .consume(ctx, consumers::TOPICS, consumers::OrdersConsumer)
+            .consume(ctx, &self.topics(), consumers::OrdersConsumer)
             .await?;
         workers.spawn(sweep(
             ctx.db.clone(),

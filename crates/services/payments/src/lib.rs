@@ -65,6 +65,10 @@ impl Service for PaymentsService {
         http::router(ctx.db.clone())
     }
 
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::Order, Topic::Inventory]
+    }
+
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
         let authorizer = app::Authorizer {
             provider: Arc::new(provider::SimulatedProvider {
@@ -76,7 +80,7 @@ impl Service for PaymentsService {
         workers
             .consume(
                 ctx,
-                &[Topic::Order, Topic::Inventory],
+                &self.topics(),
                 consumers::PaymentsHandler { authorizer },
             )
             .await?;

@@ -78,11 +78,15 @@ impl Service for RecommendationsService {
         })
     }
 
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::Product, Topic::Inventory, Topic::Order]
+    }
+
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
         workers
             .consume(
                 ctx,
-                &[Topic::Product, Topic::Inventory, Topic::Order],
+                &self.topics(),
                 consumers::RecommendationsHandler {
                     email_period: ctx.config.recommendations.email_period,
                 },

@@ -56,13 +56,13 @@ impl Service for ShippingService {
         http::router(ctx.db.clone())
     }
 
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::ShippingRequest, Topic::Order]
+    }
+
     async fn start(&self, ctx: &ServiceContext, workers: &mut Workers) -> anyhow::Result<()> {
         workers
-            .consume(
-                ctx,
-                &[Topic::ShippingRequest, Topic::Order],
-                consumers::ShippingHandler,
-            )
+            .consume(ctx, &self.topics(), consumers::ShippingHandler)
             .await?;
         if let DispatchDelay::After(delay) = ctx.config.shipping_dispatch_delay {
             workers.spawn(app::run_dispatcher(ctx.db.clone(), delay, ctx.stop.clone()));
