@@ -12,7 +12,7 @@ use std::{
 use emporium_platform::config::Config;
 use serde_json::Value;
 
-use crate::support::{Platform, command};
+use crate::support::{Platform, command, gateway_variable};
 
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 
@@ -102,11 +102,6 @@ fn services() -> BTreeMap<String, u16> {
 /// The gateway's port: the default `listen` address.
 fn gateway_port() -> u16 {
     Config::defaults(None).unwrap().listen.port()
-}
-
-/// `EMPORIUM_GATEWAY__SERVICES__<NAME>` (figment lowercases the key: `[gateway.services] <name>`).
-fn gateway_variable(name: &str) -> String {
-    format!("EMPORIUM_GATEWAY__SERVICES__{}", name.to_uppercase())
 }
 
 /// The gateway's service addresses among `variables`, by service name.

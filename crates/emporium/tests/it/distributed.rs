@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::{
     saga,
-    support::{Platform, Session, command},
+    support::{Platform, SERVICES, Session, command, gateway_variable},
 };
 
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
@@ -39,7 +39,7 @@ async fn the_gateway_reaches_a_service_running_as_its_own_process() {
         &["gateway"],
         &[
             ("EMPORIUM_JWT_SECRET", SECRET),
-            ("EMPORIUM_GATEWAY__SERVICES__CATALOG", &address),
+            (gateway_variable("catalog").as_str(), &address),
         ],
     )
     .await;
@@ -120,20 +120,6 @@ async fn migrate_prepares_every_database_and_exits() {
     assert!(again.status.success(), "{again:?}");
 }
 
-/// Every service of the cluster, in start order; `serve` accepts each.
-const SERVICES: [&str; 10] = [
-    "users",
-    "catalog",
-    "inventory",
-    "orders",
-    "payments",
-    "shipping",
-    "notifications",
-    "recommendations",
-    "promotions",
-    "operations",
-];
-
 /// Clusters run one at a time: they share the servers, and the outage test pauses the broker.
 static SERVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -192,10 +178,7 @@ impl Cluster {
             .iter()
             .map(|service| {
                 let first = instances.iter().find(|(name, _)| name == service).unwrap();
-                (
-                    format!("EMPORIUM_GATEWAY__SERVICES__{}", service.to_uppercase()),
-                    first.1.base.clone(),
-                )
+                (gateway_variable(service), first.1.base.clone())
             })
             .collect();
         let mut env = common.clone();

@@ -2,19 +2,7 @@
 
 use serde_json::Value;
 
-use crate::support::Platform;
-
-const SERVICES: [&str; 9] = [
-    "users",
-    "catalog",
-    "inventory",
-    "orders",
-    "payments",
-    "shipping",
-    "notifications",
-    "recommendations",
-    "promotions",
-];
+use crate::support::{Platform, SERVICES};
 
 #[tokio::test]
 async fn health_lists_every_service_and_dependency() {

@@ -15,6 +15,26 @@ use tokio::{
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_emporium");
 
+/// Every service `emporium serve` knows, in start order; each owns a database named after it.
+pub const SERVICES: [&str; 10] = [
+    "users",
+    "catalog",
+    "inventory",
+    "orders",
+    "payments",
+    "shipping",
+    "notifications",
+    "recommendations",
+    "promotions",
+    "operations",
+];
+
+/// `EMPORIUM_GATEWAY__SERVICES__<NAME>`: where the gateway reaches `name` (figment lowercases the
+/// key: `[gateway.services] <name>`).
+pub fn gateway_variable(name: &str) -> String {
+    format!("EMPORIUM_GATEWAY__SERVICES__{}", name.to_uppercase())
+}
+
 /// A running platform, killed when dropped.
 pub struct Platform {
     pub child: Child,
