@@ -381,7 +381,7 @@ impl Db {
             tx: self.writer.begin().await?,
             dialect: self.dialect,
             context,
-            emitted: 0,
+            outbox: Vec::new(),
             signal: self.outbox_signal.clone(),
         })
     }
@@ -480,33 +480,107 @@ impl EventContext {
     }
 }
 
-/// Rows per inbox `INSERT`, largest first: a few fixed sizes, so that few statements are prepared.
-const INBOX_INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
+/// Rows per multi-row statement, largest first: a few fixed sizes, so that few statements are
+/// prepared.
+const MULTI_ROW_SIZES: [usize; 4] = [64, 16, 4, 1];
 
-/// `INSERT INTO inbox … VALUES (…), (…) … RETURNING event_id` with `rows` rows, built once per size.
-fn inbox_insert_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        INBOX_INSERT_SIZES
+/// `items` cut into consecutive chunks of [`MULTI_ROW_SIZES`], each the largest that fits.
+fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let size = MULTI_ROW_SIZES
             .iter()
-            .map(|&n| {
-                let values = (0..n)
-                    .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                (
-                    n,
-                    format!(
-                        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {values}
-                         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
-                    ),
-                )
-            })
-            .collect()
-    });
-    all.iter()
-        .find(|(n, _)| *n == rows)
-        .map_or("", |(_, sql)| sql.as_str())
+            .copied()
+            .find(|size| *size <= rest.len())?;
+        let (chunk, later) = rest.split_at(size);
+        rest = later;
+        Some(chunk)
+    })
+}
+
+/// A statement with one `(…)` group of `columns` parameters per row, built once per size in
+/// [`MULTI_ROW_SIZES`]: `head`, the groups joined by commas, then `tail`. The rows' parameters
+/// follow the `leading` ones `head` uses itself.
+struct MultiRow {
+    head: &'static str,
+    leading: usize,
+    columns: usize,
+    tail: &'static str,
+    built: std::sync::OnceLock<Vec<String>>,
+}
+
+impl MultiRow {
+    const fn new(head: &'static str, leading: usize, columns: usize, tail: &'static str) -> Self {
+        MultiRow {
+            head,
+            leading,
+            columns,
+            tail,
+            built: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The statement for `rows` rows (one of [`MULTI_ROW_SIZES`]).
+    fn sql(&self, rows: usize) -> &str {
+        let built = self.built.get_or_init(|| {
+            MULTI_ROW_SIZES
+                .iter()
+                .map(|&n| {
+                    let groups = (0..n)
+                        .map(|row| {
+                            let params = (1..=self.columns)
+                                .map(|column| {
+                                    format!("${}", self.leading + row * self.columns + column)
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            format!("({params})")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!("{}{groups}{}", self.head, self.tail)
+                })
+                .collect()
+        });
+        MULTI_ROW_SIZES
+            .iter()
+            .position(|n| *n == rows)
+            .map_or("", |i| built[i].as_str())
+    }
+}
+
+static INBOX_INSERT: MultiRow = MultiRow::new(
+    "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ",
+    0,
+    3,
+    " ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+);
+
+static OUTBOX_INSERT: MultiRow = MultiRow::new(
+    "INSERT INTO outbox (topic, key, payload, headers, created_at) VALUES ",
+    0,
+    5,
+    "",
+);
+
+/// PostgreSQL: takes the transaction-scoped advisory lock of each key (see [`Tx::emit`]), in the
+/// order of the lock ids, so that two transactions locking the same keys cannot deadlock. The
+/// sort is in the inner query and the locking in the outer one, which keeps its input's order.
+static OUTBOX_KEY_LOCKS: MultiRow = MultiRow::new(
+    "SELECT 1 FROM (SELECT pg_advisory_xact_lock(lock_id) FROM (
+       SELECT DISTINCT hashtextextended(key, $1) AS lock_id FROM (VALUES ",
+    1,
+    1,
+    ") AS keys (key) ORDER BY lock_id) AS sorted) AS locked",
+);
+
+/// An event emitted in a transaction, written to the outbox at commit.
+struct OutboxRow {
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+    headers: String,
+    created_at: i64,
 }
 
 /// A write transaction that can emit events. Dropping it without [`Tx::commit`] rolls back.
@@ -514,7 +588,8 @@ pub struct Tx {
     tx: sqlx::Transaction<'static, Any>,
     dialect: Dialect,
     context: EventContext,
-    emitted: usize,
+    /// Emitted events, written to the outbox together at commit.
+    outbox: Vec<OutboxRow>,
     signal: Arc<Notify>,
 }
 
@@ -528,8 +603,10 @@ impl Tx {
         &self.context
     }
 
-    /// Records `event` in the outbox, in this transaction. Returns the envelope that will be published.
-    pub async fn emit(&mut self, event: Event) -> Result<Envelope, StorageError> {
+    /// Emits `event` in this transaction: it reaches the outbox at [`Tx::commit`], with everything
+    /// else the transaction emitted (one statement for up to 64 events), and so is published if and
+    /// only if the transaction commits. Returns the envelope that will be published.
+    pub fn emit(&mut self, event: Event) -> Result<Envelope, StorageError> {
         let envelope = Envelope::new(
             self.context.source,
             &self.context.correlation_id,
@@ -540,30 +617,48 @@ impl Tx {
             Record::from_envelope(&envelope).map_err(|e| StorageError::Query(e.to_string()))?;
         let headers = serde_json::to_string(&record.headers)
             .map_err(|e| StorageError::Query(e.to_string()))?;
+        self.outbox.push(OutboxRow {
+            topic: record.topic,
+            key: record.key,
+            payload: record.payload,
+            headers,
+            created_at: Utc::now().timestamp_millis(),
+        });
+        Ok(envelope)
+    }
+
+    /// Writes the emitted events to the outbox, in emission order.
+    async fn write_outbox(&mut self) -> Result<(), StorageError> {
         if self.dialect == Dialect::Postgres {
             // PostgreSQL hands out outbox ids at insert, not at commit, and the relay publishes in
             // id order: two transactions emitting for one key could commit out of id order and the
-            // relay publish the later event first. Holding a lock on the key until commit makes
-            // the second wait for the first, so per-key id order is commit order. (SQLite has one
-            // writer: its transactions never overlap.)
-            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtextextended($1, $2))")
-                .bind(&record.key)
-                .bind(OUTBOX_KEY_LOCK_SEED)
-                .execute(&mut *self.tx)
-                .await?;
+            // relay publish the later event first. Holding a lock on the key from the insert until
+            // commit makes the second wait for the first, so per-key id order is commit order.
+            // (SQLite has one writer: its transactions never overlap.)
+            let keys: Vec<&str> = self.outbox.iter().map(|row| row.key.as_str()).collect();
+            for chunk in chunks(&keys) {
+                let mut lock =
+                    sqlx::query(OUTBOX_KEY_LOCKS.sql(chunk.len())).bind(OUTBOX_KEY_LOCK_SEED);
+                for key in chunk {
+                    lock = lock.bind(*key);
+                }
+                lock.execute(&mut *self.tx).await?;
+            }
         }
-        sqlx::query(
-            "INSERT INTO outbox (topic, key, payload, headers, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(record.topic)
-        .bind(record.key)
-        .bind(record.payload)
-        .bind(headers)
-        .bind(Utc::now().timestamp_millis())
-        .execute(&mut *self.tx)
-        .await?;
-        self.emitted += 1;
-        Ok(envelope)
+        let rows = std::mem::take(&mut self.outbox);
+        for chunk in chunks(&rows) {
+            let mut insert = sqlx::query(OUTBOX_INSERT.sql(chunk.len()));
+            for row in chunk {
+                insert = insert
+                    .bind(row.topic.as_str())
+                    .bind(row.key.as_str())
+                    .bind(row.payload.as_slice())
+                    .bind(row.headers.as_str())
+                    .bind(row.created_at);
+            }
+            insert.execute(&mut *self.tx).await?;
+        }
+        Ok(())
     }
 
     /// Records that `consumer` applied `event_id`. Returns `false` if it already had: the caller must
@@ -598,15 +693,8 @@ impl Tx {
         ids.dedup();
         let now = Utc::now().timestamp_millis();
         let mut recorded = HashSet::with_capacity(ids.len());
-        let mut rest = ids.as_slice();
-        while !rest.is_empty() {
-            let size = INBOX_INSERT_SIZES
-                .iter()
-                .copied()
-                .find(|size| *size <= rest.len())
-                .unwrap_or(1);
-            let (chunk, later) = rest.split_at(size);
-            let mut insert = sqlx::query_scalar::<_, String>(inbox_insert_sql(size));
+        for chunk in chunks(&ids) {
+            let mut insert = sqlx::query_scalar::<_, String>(INBOX_INSERT.sql(chunk.len()));
             for id in chunk {
                 insert = insert.bind(consumer).bind(id.to_string()).bind(now);
             }
@@ -616,7 +704,6 @@ impl Tx {
                         .map_err(|e| StorageError::Query(format!("inbox event id {id}: {e}")))?,
                 );
             }
-            rest = later;
         }
         Ok(recorded)
     }
@@ -627,9 +714,13 @@ impl Tx {
     }
 
     /// Commits state and events together, then wakes the relay.
-    pub async fn commit(self) -> Result<(), StorageError> {
+    pub async fn commit(mut self) -> Result<(), StorageError> {
+        let emitted = !self.outbox.is_empty();
+        if emitted {
+            self.write_outbox().await?;
+        }
         self.tx.commit().await?;
-        if self.emitted > 0 {
+        if emitted {
             crate::crash::point("outbox.after_commit");
             self.signal.notify_one();
         }

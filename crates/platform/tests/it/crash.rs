@@ -100,7 +100,6 @@ async fn run_pipeline(dir: &Path) {
         .unwrap();
         if inserted.rows_affected() == 1 {
             tx.emit(Event::ProductDeleted(ProductDeleted { product_id }))
-                .await
                 .unwrap();
         }
         tx.commit().await.unwrap();

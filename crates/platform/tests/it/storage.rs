@@ -124,6 +124,7 @@ storage_tests!(
     migrations_run_once_and_can_run_again,
     a_committed_transaction_leaves_its_events_in_the_outbox_and_the_relay_publishes_them,
     a_rolled_back_transaction_emits_nothing,
+    events_emitted_together_are_published_in_emission_order,
     readiness_reports_an_outbox_whose_oldest_event_waited_too_long,
     the_relay_wakes_on_commit_and_keeps_order,
     the_inbox_recognises_an_event_applied_before,
@@ -153,7 +154,6 @@ async fn add_event(db: &Db, id: Uuid, correlation: &str) -> (Uuid, Uuid) {
         .unwrap();
     let envelope = tx
         .emit(Event::ProductDeleted(ProductDeleted { product_id: id }))
-        .await
         .unwrap();
     tx.commit().await.unwrap();
     (id, envelope.event_id)
@@ -241,6 +241,46 @@ async fn a_committed_transaction_leaves_its_events_in_the_outbox_and_the_relay_p
     assert_eq!(delivered[0].record.header("correlation-id"), Some("corr-7"));
 }
 
+/// Emitted events reach the outbox at commit, several to a statement: 70 events over three keys
+/// in one transaction (statements of 64, 4, 1 and 1 rows) are all published, each key's in the
+/// order they were emitted, and the transaction's reads see none of them before commit.
+async fn events_emitted_together_are_published_in_emission_order(s: Setup) {
+    let keys: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let mut tx =
+        s.db.begin(EventContext::request("items", "many"))
+            .await
+            .unwrap();
+    let mut expected: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for i in 0..70 {
+        let key = keys[i % keys.len()];
+        let envelope = tx
+            .emit(Event::ProductDeleted(ProductDeleted { product_id: key }))
+            .unwrap();
+        expected
+            .entry(key.to_string())
+            .or_default()
+            .push(envelope.event_id);
+    }
+    let before_commit: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(tx.conn())
+        .await
+        .unwrap();
+    assert_eq!(before_commit, 0);
+    tx.commit().await.unwrap();
+    assert_eq!(s.db.outbox_backlog().await.unwrap(), 70);
+    let relay = Relay::new(s.db.clone(), s.bus.clone(), 100);
+    assert_eq!(relay.drain().await.unwrap(), 70);
+    let mut published: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for (_, envelope) in s.published().await {
+        assert_eq!(envelope.correlation_id, "many");
+        published
+            .entry(envelope.aggregate_id.clone())
+            .or_default()
+            .push(envelope.event_id);
+    }
+    assert_eq!(published, expected);
+}
+
 async fn readiness_reports_an_outbox_whose_oldest_event_waited_too_long(s: Setup) {
     let check = |max_age| OutboxCheck {
         db: s.db.clone(),
@@ -275,7 +315,6 @@ async fn a_rolled_back_transaction_emits_nothing(s: Setup) {
         tx.emit(Event::ProductDeleted(ProductDeleted {
             product_id: Uuid::now_v7(),
         }))
-        .await
         .unwrap();
         // dropped without commit
     }
@@ -420,39 +459,55 @@ async fn two_relays_on_one_database_publish_each_event_once_in_key_order(s: Setu
 }
 
 /// PostgreSQL gives outbox ids at insert, the relay publishes in id order: a transaction that
-/// emits for a key another open transaction has emitted for must wait for it, or it could commit
-/// first and have its later event published ahead.
+/// writes events for a key another transaction has written events for and not yet committed must
+/// wait for it, or it could commit first and have its later event published ahead. Emitted events
+/// reach the outbox at commit, so the first transaction is held there: a third session locks the
+/// outbox table, and the first's commit waits at its `INSERT`, after taking the key's lock.
 async fn a_transaction_emitting_for_a_key_waits_for_an_earlier_one_to_commit(s: Setup) {
     let key = Uuid::now_v7();
+    let waiting = |locktype: &'static str| {
+        let reader = s.db.reader().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = $1 AND NOT granted
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .bind(locktype)
+            .fetch_one(&reader)
+            .await
+            .unwrap()
+        }
+    };
+    let until = |what: &'static str, locktype: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while waiting(locktype).await != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} never waited"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let mut blocker = s.db.reader().begin().await.unwrap();
+    sqlx::query("LOCK TABLE outbox IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
     let mut first =
         s.db.begin(EventContext::request("items", "first"))
             .await
             .unwrap();
     first
         .emit(Event::ProductDeleted(ProductDeleted { product_id: key }))
-        .await
         .unwrap();
+    let first = tokio::spawn(first.commit());
+    until("the first commit, at the locked table,", "relation").await;
     let db = s.db.clone();
     let second = tokio::spawn(async move { add_event(&db, key, "second").await });
-    // Wait until the second transaction is queued behind the first's lock.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(s.db.reader())
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(!second.is_finished(), "the second transaction did not wait");
-        assert!(tokio::time::Instant::now() < deadline, "never queued");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the second commit, at the first's key lock,", "advisory").await;
     assert!(!second.is_finished());
-    first.commit().await.unwrap();
+    blocker.commit().await.unwrap();
+    first.await.unwrap().unwrap();
     second.await.unwrap();
     let relay = Relay::new(s.db.clone(), s.bus.clone(), 10);
     assert_eq!(relay.drain().await.unwrap(), 2);

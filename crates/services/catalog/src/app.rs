@@ -64,8 +64,7 @@ impl Catalog {
             category: fields.category.clone(),
             price: fields.price.clone(),
             initial_stock,
-        }))
-        .await?;
+        }))?;
         let product = store::find(tx.conn(), id)
             .await?
             .ok_or_else(no_such_product)?;
@@ -133,8 +132,7 @@ impl Catalog {
             description: next.description.clone(),
             category: next.category.clone(),
             price: next.price.clone(),
-        }))
-        .await?;
+        }))?;
         let product = store::find(tx.conn(), id)
             .await?
             .ok_or_else(no_such_product)?;
@@ -152,8 +150,7 @@ impl Catalog {
         if !store::delete(tx.conn(), id, Utc::now().timestamp_millis()).await? {
             return Err(no_such_product());
         }
-        tx.emit(Event::ProductDeleted(ProductDeleted { product_id: id }))
-            .await?;
+        tx.emit(Event::ProductDeleted(ProductDeleted { product_id: id }))?;
         tx.commit().await?;
         self.forget(id).await;
         Ok(())

@@ -67,8 +67,7 @@ pub async fn product_created(tx: &mut Tx, event: &ProductCreated) -> Result<(), 
         available: event.initial_stock,
         reserved: 0,
         reason: Some("initial stock".to_owned()),
-    }))
-    .await?;
+    }))?;
     Ok(())
 }
 
@@ -118,8 +117,7 @@ pub async fn order_created(tx: &mut Tx, event: &OrderCreated) -> Result<(), Erro
                 product_id: short.product_id,
                 requested: short.requested,
                 available: short.available,
-            }))
-            .await?;
+            }))?;
         }
         None => {
             for line in &lines {
@@ -128,8 +126,7 @@ pub async fn order_created(tx: &mut Tx, event: &OrderCreated) -> Result<(), Erro
             tx.emit(Event::InventoryReserved(InventoryReserved {
                 order_id: event.order_id,
                 items: lines,
-            }))
-            .await?;
+            }))?;
         }
     }
     Ok(())
@@ -199,8 +196,7 @@ pub(crate) async fn release_if_reserved(
     tx.emit(Event::InventoryReleased(InventoryReleased {
         order_id,
         items: lines,
-    }))
-    .await?;
+    }))?;
     Ok(true)
 }
 
@@ -240,8 +236,7 @@ pub(crate) async fn commit_if_reserved(
     tx.emit(Event::InventoryCommitted(InventoryCommitted {
         order_id,
         items: lines,
-    }))
-    .await?;
+    }))?;
     Ok(true)
 }
 
@@ -272,8 +267,7 @@ pub async fn adjust(
         available: row.available,
         reserved: row.reserved,
         reason,
-    }))
-    .await?;
+    }))?;
     tx.commit().await?;
     Ok(row)
 }
@@ -294,8 +288,7 @@ async fn refresh_low_stock(tx: &mut Tx, product_id: Uuid) -> Result<Option<Stock
             product_id,
             available: row.available,
             threshold: LOW_STOCK_THRESHOLD,
-        }))
-        .await?;
+        }))?;
     }
     Ok(Some(row))
 }

@@ -166,8 +166,7 @@ pub async fn notify(
                     template: request.template.to_owned(),
                     channel: notification.channel,
                     error,
-                }))
-                .await?;
+                }))?;
             }
         }
     }

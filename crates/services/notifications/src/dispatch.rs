@@ -153,8 +153,7 @@ impl Dispatcher {
                         template,
                         channel: n.channel,
                         priority: n.priority,
-                    }))
-                    .await?;
+                    }))?;
                 }
                 metrics::counter!("emporium_notifications_sent_total", "channel" => n.channel.as_str())
                     .increment(1);
@@ -184,8 +183,7 @@ impl Dispatcher {
                         template,
                         channel: n.channel,
                         error,
-                    }))
-                    .await?;
+                    }))?;
                 }
                 metrics::counter!("emporium_notifications_failed_total", "channel" => n.channel.as_str())
                     .increment(1);

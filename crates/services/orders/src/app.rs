@@ -395,8 +395,7 @@ pub async fn place(
         items: lines,
         total: order.total.clone(),
         payment_token: request.payment_token,
-    }))
-    .await?;
+    }))?;
     tx.commit().await?;
     tracing::info!(order_id = %order.id, total = order.total.amount, "order placed");
     Ok(Placed {
@@ -470,10 +469,7 @@ pub async fn cancel(
     let mut tx = db
         .begin(EventContext::request(NAME, correlation_id))
         .await?;
-    if !store::lock_order(tx.conn(), id, now).await? {
-        return Err(no_such_order());
-    }
-    let order = store::load_order(tx.conn(), id)
+    let order = store::lock_order(tx.conn(), id, now)
         .await?
         .filter(|o| visible_to(o, caller))
         .ok_or_else(no_such_order)?;
@@ -509,7 +505,7 @@ async fn advance(
     for step in steps {
         store::append_timeline(tx.conn(), order.id, &Entry::Status(step.status()), now).await?;
         for event in announcements(&order, *step)? {
-            tx.emit(event).await?;
+            tx.emit(event)?;
         }
         order.state = step.state();
     }
@@ -588,12 +584,9 @@ pub struct Observation {
 /// forward), and the status change the rules decide, with its events.
 pub async fn observe(tx: &mut Tx, seen: Observation) -> Result<(), StorageError> {
     let now = Utc::now().timestamp_millis();
-    if !store::lock_order(tx.conn(), seen.order_id, now).await? {
+    let Some(mut order) = store::lock_order(tx.conn(), seen.order_id, now).await? else {
         // Every saga event follows an OrderCreated that this service committed first.
         tracing::warn!(order_id = %seen.order_id, event = seen.event, "event for an unknown order ignored");
-        return Ok(());
-    }
-    let Some(mut order) = store::load_order(tx.conn(), seen.order_id).await? else {
         return Ok(());
     };
     store::append_timeline(
@@ -707,10 +700,7 @@ async fn expire(db: &Db, id: Uuid, correlation_id: &str, now: i64) -> Result<boo
     let mut tx = db
         .begin(EventContext::request(NAME, correlation_id))
         .await?;
-    if !store::lock_order(tx.conn(), id, now).await? {
-        return Ok(false);
-    }
-    let Some(order) = store::load_order(tx.conn(), id).await? else {
+    let Some(order) = store::lock_order(tx.conn(), id, now).await? else {
         return Ok(false);
     };
     // Dropping the transaction rolls the lock's touch back.

@@ -394,19 +394,21 @@ pub async fn insert_order(
 }
 
 /// Takes the order's row for the rest of the transaction (a write, so a concurrent writer of the
-/// same order waits on PostgreSQL, and SQLite has one writer anyway), and marks it changed at
-/// `now`. `false` if there is no such order.
+/// same order waits on PostgreSQL, and SQLite has one writer anyway), marks it changed at `now`
+/// and returns it, in one statement. `None` if there is no such order.
 pub async fn lock_order(
     conn: &mut AnyConnection,
     id: Uuid,
     now: i64,
-) -> Result<bool, StorageError> {
-    let done = sqlx::query("UPDATE orders SET updated_at = $2 WHERE id = $1")
-        .bind(id.to_string())
-        .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+) -> Result<Option<OrderRow>, StorageError> {
+    let row = sqlx::query(&format!(
+        "UPDATE orders SET updated_at = $2 WHERE id = $1 RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(id.to_string())
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(order_from_row).transpose()
 }
 
 pub async fn load_order(

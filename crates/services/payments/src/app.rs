@@ -140,8 +140,7 @@ async fn authorize_if_ready(
             amount,
             reason,
         }),
-    })
-    .await?;
+    })?;
     Ok(())
 }
 
@@ -196,6 +195,6 @@ async fn transition(
         }),
         PaymentStatus::Authorized | PaymentStatus::Declined => return Ok(()),
     };
-    tx.emit(event).await?;
+    tx.emit(event)?;
     Ok(())
 }

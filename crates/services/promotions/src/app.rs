@@ -232,8 +232,7 @@ pub async fn launch(
             product_ids: promotion.product_ids()?,
             category: promotion.category.clone(),
             scheduled_for: time(scheduled_for)?,
-        }))
-        .await?;
+        }))?;
     }
     tx.commit().await?;
     Ok(first_time)

@@ -401,8 +401,7 @@ pub async fn order_confirmed(
         tx.emit(Event::RecommendationsIssued(RecommendationsIssued {
             user_id: event.user_id,
             product_ids: picks.iter().map(|p| p.product.id).collect(),
-        }))
-        .await?;
+        }))?;
     }
     Ok(())
 }

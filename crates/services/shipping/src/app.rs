@@ -71,8 +71,7 @@ pub async fn shipment_requested(
         shipment_id: row.id()?,
         tracking_number: row.tracking_number.clone(),
         carrier: row.carrier.clone(),
-    }))
-    .await?;
+    }))?;
     Ok(())
 }
 
@@ -93,8 +92,7 @@ pub async fn order_cancelled(tx: &mut Tx, event: &OrderCancelled) -> Result<(), 
         tx.emit(Event::ShipmentCancelled(ShipmentCancelled {
             order_id: event.order_id,
             shipment_id: cancelled.id()?,
-        }))
-        .await?;
+        }))?;
     }
     Ok(())
 }
@@ -116,8 +114,7 @@ async fn dispatch(tx: &mut Tx, shipment_id: &str) -> Result<Option<ShipmentRow>,
         order_id: row.order_id()?,
         shipment_id: row.id()?,
         tracking_number: row.tracking_number.clone(),
-    }))
-    .await?;
+    }))?;
     Ok(Some(row))
 }
 
@@ -166,8 +163,7 @@ pub async fn admin_deliver(
     tx.emit(Event::ShipmentDelivered(ShipmentDelivered {
         order_id: row.order_id()?,
         shipment_id: row.id()?,
-    }))
-    .await?;
+    }))?;
     tx.commit().await?;
     Ok(row)
 }

@@ -125,7 +125,7 @@ impl Users {
                 "an account with this email already exists",
             ));
         }
-        tx.emit(registered_event(&user, None)).await?;
+        tx.emit(registered_event(&user, None))?;
         let record = store::user_by_id(tx.conn(), user.id)
             .await?
             .ok_or_else(|| ApiError::internal("the new user vanished"))?;
@@ -304,8 +304,7 @@ impl Users {
             name: after.name.clone(),
             phone: after.phone.clone(),
             preferences: after.preferences,
-        }))
-        .await?;
+        }))?;
         tx.commit().await?;
         Ok(User {
             name: after.name,
@@ -384,8 +383,7 @@ impl Users {
                         phone: user.phone.clone(),
                         role: Role::Admin,
                         preferences: user.preferences,
-                    }))
-                    .await?;
+                    }))?;
                 }
                 if reset_password {
                     store::set_password_hash(tx.conn(), user.id, &hash, now).await?;
@@ -411,7 +409,7 @@ impl Users {
                 if !created {
                     bail!("the admin account was created concurrently; restart to settle it");
                 }
-                tx.emit(registered_event(&user, None)).await?;
+                tx.emit(registered_event(&user, None))?;
                 tracing::info!(user_id = %user.id, "created the configured admin account");
             }
         }
