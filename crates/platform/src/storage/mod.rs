@@ -563,15 +563,16 @@ static OUTBOX_INSERT: MultiRow = MultiRow::new(
     "",
 );
 
-/// PostgreSQL: takes the transaction-scoped advisory lock of each key (see [`Tx::emit`]), in the
-/// order of the lock ids, so that two transactions locking the same keys cannot deadlock. The
-/// sort is in the inner query and the locking in the outer one, which keeps its input's order.
+/// PostgreSQL: takes the transaction-scoped advisory lock of each key (see [`Tx::emit`]) in the
+/// order of the rows' ordinals (`(key, ordinal)` rows). The sort is in the inner query and the
+/// locking in the outer one, which keeps its input's order; the lock function is volatile, so it
+/// is neither dropped nor moved before the sort.
 static OUTBOX_KEY_LOCKS: MultiRow = MultiRow::new(
-    "SELECT 1 FROM (SELECT pg_advisory_xact_lock(lock_id) FROM (
-       SELECT DISTINCT hashtextextended(key, $1) AS lock_id FROM (VALUES ",
+    "SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtextextended(key, $1)) FROM (
+       SELECT key FROM (VALUES ",
     1,
-    1,
-    ") AS keys (key) ORDER BY lock_id) AS sorted) AS locked",
+    2,
+    ") AS keys (key, ordinal) ORDER BY ordinal) AS sorted) AS locked",
 );
 
 /// An event emitted in a transaction, written to the outbox at commit.
@@ -604,8 +605,8 @@ impl Tx {
     }
 
     /// Emits `event` in this transaction: it reaches the outbox at [`Tx::commit`], with everything
-    /// else the transaction emitted (one statement for up to 64 events), and so is published if and
-    /// only if the transaction commits. Returns the envelope that will be published.
+    /// else the transaction emitted (a few multi-row statements: 64, 16, 4 or 1 rows each), and so
+    /// is published if and only if the transaction commits. Returns the envelope that will be published.
     pub fn emit(&mut self, event: Event) -> Result<Envelope, StorageError> {
         let envelope = Envelope::new(
             self.context.source,
@@ -634,13 +635,18 @@ impl Tx {
             // id order: two transactions emitting for one key could commit out of id order and the
             // relay publish the later event first. Holding a lock on the key from the insert until
             // commit makes the second wait for the first, so per-key id order is commit order.
-            // (SQLite has one writer: its transactions never overlap.)
-            let keys: Vec<&str> = self.outbox.iter().map(|row| row.key.as_str()).collect();
+            // (SQLite has one writer: its transactions never overlap.) Every transaction locks
+            // its keys in one order, the keys' own, so that two cannot each wait for the other.
+            let mut keys: Vec<&str> = self.outbox.iter().map(|row| row.key.as_str()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let mut ordinal = 0i64;
             for chunk in chunks(&keys) {
                 let mut lock =
                     sqlx::query(OUTBOX_KEY_LOCKS.sql(chunk.len())).bind(OUTBOX_KEY_LOCK_SEED);
                 for key in chunk {
-                    lock = lock.bind(*key);
+                    ordinal += 1;
+                    lock = lock.bind(*key).bind(ordinal);
                 }
                 lock.execute(&mut *self.tx).await?;
             }
