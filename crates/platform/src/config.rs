@@ -59,6 +59,10 @@ pub struct Config {
     pub shipping_dispatch_delay: DispatchDelay,
     #[serde(with = "human_duration")]
     pub saga_timeout: Duration,
+    /// New orders are refused (503, `Retry-After`) while 100 or more `PENDING` orders were placed
+    /// longer ago than this: the saga has fallen behind and would only cancel them with `TIMEOUT`.
+    #[serde(with = "human_duration")]
+    pub max_saga_backlog: Duration,
     pub bus: BusConfig,
     pub http: HttpConfig,
     pub gateway: GatewayConfig,
@@ -283,6 +287,9 @@ impl Config {
         if self.saga_timeout.is_zero() {
             return fail("saga_timeout", "must be longer than zero");
         }
+        if self.max_saga_backlog.is_zero() {
+            return fail("max_saga_backlog", "must be longer than zero");
+        }
         if self.admin_email.is_some() != self.admin_password.is_some() {
             return fail(
                 "admin_email",
@@ -457,6 +464,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.payment_limit, 1_000_000);
         assert_eq!(c.saga_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_saga_backlog, Duration::from_secs(5));
         assert_eq!(
             c.shipping_dispatch_delay,
             DispatchDelay::After(Duration::from_secs(30))
@@ -533,6 +541,7 @@ mod tests {
     fn bad_values_name_their_key() {
         let cases: &[(&str, &str, &str)] = &[
             ("EMPORIUM_SAGA_TIMEOUT", "soon", "saga_timeout"),
+            ("EMPORIUM_MAX_SAGA_BACKLOG", "0s", "max_saga_backlog"),
             ("EMPORIUM_LISTEN", "not-an-address", "listen"),
             ("EMPORIUM_PAYMENT_LIMIT", "lots", "payment_limit"),
             ("EMPORIUM_PAYMENT_LIMIT", "-5", "payment_limit"),

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     NAME,
+    admission::Admission,
     domain::{self, Decision, Input, Line, Offer, OrderState, PricingError, Status, Stay, Step},
     store::{self, Entry, ItemRow, KeyRecord, OrderRow, PaymentSummary, ShipmentSummary},
 };
@@ -296,20 +297,26 @@ fn pricing_error(error: PricingError) -> ApiError {
 /// Places an order: prices it from the catalog read model, stores it `PENDING` and emits
 /// `OrderCreated` in the same transaction. With an idempotency key, a repeat of the same request
 /// gets the first answer and the same key with another request is refused. Only a placed order is
-/// remembered: a refused request created nothing, so its retry is judged afresh.
+/// remembered: a refused request created nothing, so its retry is judged afresh. A new order
+/// must pass `admission` (none: always admitted), a repeat need not.
 pub async fn place(
     db: &Db,
     user: Uuid,
     request: NewOrder,
     key: Option<IdempotencyKey>,
+    admission: Option<&Admission>,
     correlation_id: &str,
 ) -> Result<Placed, ApiError> {
-    // A repeat is answered before anything else: the product may have been deleted since.
+    // A repeat is answered before anything else: the product may have been deleted since, and
+    // the pipeline may be refusing new orders.
     if let Some(key) = &key {
         let mut conn = db.reader().acquire().await?;
         if let Some(record) = store::find_key(&mut conn, user, &key.key).await? {
             return replay(record, key);
         }
+    }
+    if let Some(admission) = admission {
+        admission.check().await?;
     }
 
     let ids: Vec<String> = request.lines.iter().map(|l| l.product_id.clone()).collect();

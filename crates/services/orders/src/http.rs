@@ -1,7 +1,7 @@
 //! The REST API of orders: request shapes, their checks (every bad field named), and the handlers
 //! that call the use cases in [`crate::app`].
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
+    admission::Admission,
     app::{self, IdempotencyKey, ListQuery, NewOrder, OrderView},
     domain::{Line, Status},
 };
@@ -28,14 +29,15 @@ use crate::{
 #[derive(Clone)]
 struct AppState {
     db: Db,
+    admission: Arc<Admission>,
 }
 
-pub fn router(db: Db) -> Router {
+pub fn router(db: Db, admission: Arc<Admission>) -> Router {
     Router::new()
         .route("/api/orders", post(place_order).get(list_orders))
         .route("/api/orders/{id}", get(get_order))
         .route("/api/orders/{id}/cancel", post(cancel_order))
-        .with_state(AppState { db })
+        .with_state(AppState { db, admission })
 }
 
 // ----------------------------------------------------------------- requests
@@ -214,7 +216,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 400, description = "A field is missing or wrong (named in `errors`)"),
         (status = 401, description = "No or bad token"),
         (status = 415, description = "The body is not JSON"),
-        (status = 422, description = "`UNKNOWN_PRODUCT` (field `items[i].productId`), `CURRENCY_MISMATCH`, `ORDER_TOO_LARGE` or `IDEMPOTENCY_KEY_REUSED`")),
+        (status = 422, description = "`UNKNOWN_PRODUCT` (field `items[i].productId`), `CURRENCY_MISMATCH`, `ORDER_TOO_LARGE` or `IDEMPOTENCY_KEY_REUSED`"),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`: the saga has fallen behind (100 or more `PENDING` orders are older than `EMPORIUM_MAX_SAGA_BACKLOG`) or the database is down; retry after `Retry-After` seconds",
+            headers(("Retry-After" = String, description = "seconds")))),
     security(("bearer" = [])))]
 async fn place_order(
     user: AuthUser,
@@ -233,7 +237,15 @@ async fn place_order(
         }),
         None => None,
     };
-    let placed = app::place(&state.db, user.id, order, key, &correlation_id).await?;
+    let placed = app::place(
+        &state.db,
+        user.id,
+        order,
+        key,
+        Some(&state.admission),
+        &correlation_id,
+    )
+    .await?;
     let status = StatusCode::from_u16(placed.status).unwrap_or(StatusCode::ACCEPTED);
     let location = HeaderValue::from_str(&format!("/api/orders/{}", placed.order_id))
         .map_err(|_| ApiError::internal("an order id that is not a header value"))?;

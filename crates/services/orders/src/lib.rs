@@ -22,14 +22,17 @@
 //!   on those two events (one topic, keyed by the order), not on the carrier's
 //!   `ShipmentDispatched`, so money and stock always follow the order's final status.
 //! - **Sweeps**: an order still `PENDING` after `saga_timeout` is cancelled with `TIMEOUT`.
+//! - **Sheds load**: while 100 or more `PENDING` orders are older than `max_saga_backlog`, new orders
+//!   get 503 with `Retry-After` ([`admission`]).
 
+pub mod admission;
 pub mod app;
 pub mod consumers;
 pub mod domain;
 pub mod http;
 pub mod store;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use axum::Router;
@@ -56,7 +59,8 @@ impl Service for OrdersService {
     }
 
     fn router(&self, ctx: &ServiceContext) -> Router {
-        http::router(ctx.db.clone())
+        let admission = admission::Admission::new(ctx.db.clone(), ctx.config.max_saga_backlog);
+        http::router(ctx.db.clone(), Arc::new(admission))
     }
 
     fn topics(&self) -> Vec<Topic> {

@@ -411,6 +411,21 @@ pub async fn lock_order(
     row.as_ref().map(order_from_row).transpose()
 }
 
+/// `created_at` of the `n`-th oldest `PENDING` order (`n` from 1), if there are that many (from
+/// the `(status, created_at)` index).
+pub async fn nth_oldest_pending(
+    conn: &mut AnyConnection,
+    n: usize,
+) -> Result<Option<i64>, StorageError> {
+    Ok(sqlx::query_scalar(
+        "SELECT created_at FROM orders WHERE status = $1 ORDER BY created_at LIMIT 1 OFFSET $2",
+    )
+    .bind(Status::Pending.as_str())
+    .bind(i64::try_from(n.saturating_sub(1)).unwrap_or(i64::MAX))
+    .fetch_optional(conn)
+    .await?)
+}
+
 pub async fn load_order(
     conn: &mut AnyConnection,
     id: Uuid,

@@ -31,6 +31,7 @@ emporium_platform::on_both_backends!(
     the_saga_confirms_ships_and_delivers_with_its_events_and_summaries,
     a_customer_cancels_their_own_order_once,
     the_sweeper_cancels_only_overdue_pending_orders,
+    new_orders_are_refused_while_the_oldest_pending_order_is_too_old,
     listings_page_newest_first_within_the_callers_scope,
     a_product_deleted_before_its_reservation_cancels_with_product_unavailable,
     a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_order,
@@ -115,7 +116,7 @@ fn request(lines: &[(Uuid, i64)]) -> NewOrder {
 }
 
 async fn place_for(db: &Db, user: &AuthUser, lines: &[(Uuid, i64)]) -> Uuid {
-    place(db, user.id, request(lines), None, "corr-1")
+    place(db, user.id, request(lines), None, None, "corr-1")
         .await
         .unwrap()
         .order_id
@@ -132,9 +133,16 @@ async fn an_order_is_priced_from_the_read_model_and_announced_in_the_same_transa
     let lamp = product(&db, "Lamp", 2500).await;
     let mug = product(&db, "Mug", 800).await;
     let ada = customer();
-    let placed = place(&db, ada.id, request(&[(lamp, 2), (mug, 3)]), None, "corr-1")
-        .await
-        .unwrap();
+    let placed = place(
+        &db,
+        ada.id,
+        request(&[(lamp, 2), (mug, 3)]),
+        None,
+        None,
+        "corr-1",
+    )
+    .await
+    .unwrap();
     assert_eq!((placed.status, placed.replayed), (202, false));
     let body: serde_json::Value = serde_json::from_str(&placed.body).unwrap();
     assert_eq!(body["status"], "PENDING");
@@ -201,26 +209,47 @@ async fn updates_reprice_new_orders_and_a_deletion_is_final(db: TestDb) {
     )
     .await;
     let mug = product(&db, "Mug", 800).await;
-    let error = place(&db, ada.id, request(&[(mug, 1), (lamp, 1)]), None, "c")
-        .await
-        .unwrap_err();
+    let error = place(
+        &db,
+        ada.id,
+        request(&[(mug, 1), (lamp, 1)]),
+        None,
+        None,
+        "c",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         (error.status.as_u16(), error.code),
         (422, "UNKNOWN_PRODUCT")
     );
     assert_eq!(error.errors[0].field, "items[1].productId");
-    let unknown = place(&db, ada.id, request(&[(Uuid::now_v7(), 1)]), None, "c")
-        .await
-        .unwrap_err();
+    let unknown = place(
+        &db,
+        ada.id,
+        request(&[(Uuid::now_v7(), 1)]),
+        None,
+        None,
+        "c",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(unknown.code, "UNKNOWN_PRODUCT");
 }
 
 async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
-    let first = place(&db, ada.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
-        .await
-        .unwrap();
+    let first = place(
+        &db,
+        ada.id,
+        request(&[(lamp, 1)]),
+        key("k1", "{a}"),
+        None,
+        "c",
+    )
+    .await
+    .unwrap();
     // The answer stays the first one even after the order moved on.
     deliver(
         &db,
@@ -231,16 +260,30 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
         }),
     )
     .await;
-    let again = place(&db, ada.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
-        .await
-        .unwrap();
+    let again = place(
+        &db,
+        ada.id,
+        request(&[(lamp, 1)]),
+        key("k1", "{a}"),
+        None,
+        "c",
+    )
+    .await
+    .unwrap();
     assert_eq!(again.order_id, first.order_id);
     assert_eq!((again.status, &again.body), (first.status, &first.body));
     assert!(again.replayed);
 
-    let reused = place(&db, ada.id, request(&[(lamp, 2)]), key("k1", "{b}"), "c")
-        .await
-        .unwrap_err();
+    let reused = place(
+        &db,
+        ada.id,
+        request(&[(lamp, 2)]),
+        key("k1", "{b}"),
+        None,
+        "c",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         (reused.status.as_u16(), reused.code),
         (422, "IDEMPOTENCY_KEY_REUSED")
@@ -248,16 +291,30 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
 
     // Keys belong to their user.
     let grace = customer();
-    let hers = place(&db, grace.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
-        .await
-        .unwrap();
+    let hers = place(
+        &db,
+        grace.id,
+        request(&[(lamp, 1)]),
+        key("k1", "{a}"),
+        None,
+        "c",
+    )
+    .await
+    .unwrap();
     assert_ne!(hers.order_id, first.order_id);
 
     // A refused request is not remembered: once the product exists, the same key places it.
     let soon = Uuid::now_v7();
-    let refused = place(&db, ada.id, request(&[(soon, 1)]), key("k2", "{c}"), "c")
-        .await
-        .unwrap_err();
+    let refused = place(
+        &db,
+        ada.id,
+        request(&[(soon, 1)]),
+        key("k2", "{c}"),
+        None,
+        "c",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(refused.code, "UNKNOWN_PRODUCT");
     deliver(
         &db,
@@ -272,9 +329,16 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
     )
     .await;
     assert!(
-        place(&db, ada.id, request(&[(soon, 1)]), key("k2", "{c}"), "c")
-            .await
-            .is_ok()
+        place(
+            &db,
+            ada.id,
+            request(&[(soon, 1)]),
+            key("k2", "{c}"),
+            None,
+            "c"
+        )
+        .await
+        .is_ok()
     );
     let created = outbox(&db)
         .await
@@ -657,4 +721,101 @@ async fn a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_or
         .filter(|t| matches!(*t, "OrderCancelled" | "OrderShipped"))
         .collect();
     assert_eq!(decided, ["OrderCancelled"]);
+}
+
+async fn placed_at(db: &Db, order: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT created_at FROM orders WHERE id = $1")
+        .bind(order.to_string())
+        .fetch_one(db.reader())
+        .await
+        .unwrap()
+}
+
+async fn new_orders_are_refused_while_the_oldest_pending_order_is_too_old(db: TestDb) {
+    use crate::admission::Admission;
+    let limit = Duration::from_secs(10);
+    // Refuses once two orders are overdue; a fresh sample on every check.
+    let admission = Admission::with(db.clone(), limit, Duration::ZERO, 2);
+    let far_future = Utc::now().timestamp_millis() + 3_600_000;
+    admission.check_at(far_future).await.unwrap();
+
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let first = place_for(&db, &ada, &[(lamp, 1)]).await;
+    let first_at = placed_at(&db, first).await;
+    admission
+        .check_at(first_at + 60_000)
+        .await
+        .expect("one stuck order alone is not an overload");
+    let second = place_for(&db, &ada, &[(lamp, 1)]).await;
+    let second_at = placed_at(&db, second).await;
+    admission.check_at(second_at + 10_000).await.unwrap();
+    let refused = admission.check_at(second_at + 10_001).await.unwrap_err();
+    assert_eq!(refused.status.as_u16(), 503);
+    assert_eq!(refused.code, "SERVICE_UNAVAILABLE");
+    assert_eq!(refused.retry_after, Some(1));
+    assert!(refused.detail.contains("behind"), "{}", refused.detail);
+
+    // Placing goes through admission; a repeat of a placed order is answered all the same.
+    let refusing = Admission::with(db.clone(), Duration::from_millis(1), Duration::ZERO, 2);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let kept = place(
+        &db,
+        ada.id,
+        request(&[(lamp, 1)]),
+        key("k9", "{r}"),
+        None,
+        "c",
+    )
+    .await
+    .unwrap();
+    let error = place(
+        &db,
+        ada.id,
+        request(&[(lamp, 1)]),
+        None,
+        Some(&refusing),
+        "c",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.status.as_u16(), 503);
+    let again = place(
+        &db,
+        ada.id,
+        request(&[(lamp, 1)]),
+        key("k9", "{r}"),
+        Some(&refusing),
+        "c",
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.order_id, kept.order_id);
+    assert!(again.replayed);
+
+    // When the first leaves PENDING, fewer than two wait: admitted at any age. None left either.
+    deliver(
+        &db,
+        Event::PaymentAuthorized(PaymentAuthorized {
+            order_id: first,
+            payment_id: Uuid::now_v7(),
+            amount: Money::new(2500, "USD"),
+        }),
+    )
+    .await;
+    let third_at = placed_at(&db, kept.order_id).await;
+    admission.check_at(third_at + 10_000).await.unwrap();
+    admission.check_at(third_at + 10_001).await.unwrap_err();
+    assert_eq!(expire_overdue(&db, Duration::ZERO).await.unwrap(), 2);
+    admission.check_at(far_future).await.unwrap();
+
+    // Between samples the last one stands: sampled with nothing pending, an hour-long sampling
+    // period admits although two orders are by then far too old.
+    let lazy = Admission::with(db.clone(), limit, Duration::from_secs(3600), 2);
+    lazy.check().await.unwrap();
+    place_for(&db, &ada, &[(lamp, 1)]).await;
+    let last = place_for(&db, &ada, &[(lamp, 1)]).await;
+    let last_at = placed_at(&db, last).await;
+    lazy.check_at(last_at + 60_000).await.unwrap();
+    admission.check_at(last_at + 60_000).await.unwrap_err();
 }
