@@ -19,7 +19,7 @@ use emporium_events::{Envelope, Event};
 use uuid::Uuid;
 
 use super::{
-    BatchHandler, Delivery, EventBus, InfraError, Record, SubscribeOptions,
+    BatchHandler, Delivery, EventBus, InfraError, Record, SubscribeOptions, Subscription,
     consumer::{Consumer, EventHandler, HandlerError, RetryPolicy},
     dlq::{self, DeadLetterStore},
 };
@@ -113,7 +113,7 @@ async fn subscribe(
     group: &str,
     topic: &str,
     handler: Arc<dyn BatchHandler>,
-) -> super::Subscription {
+) -> Subscription {
     bus.subscribe(
         SubscribeOptions {
             group: group.to_owned(),
@@ -381,6 +381,39 @@ impl Ledger {
     }
 }
 
+/// A temporary service database with the ledger's table; it lives as long as the directory.
+async fn ledger_db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
+        .await
+        .unwrap();
+    db.migrate(LEDGER).await.unwrap();
+    (dir, db)
+}
+
+/// Starts a new consumer group applying `ledger` to `topic` in `db`: the group's name and its
+/// running subscription.
+async fn consume_into_ledger(
+    db: &Db,
+    bus: &Arc<dyn EventBus>,
+    topic: &str,
+    ledger: Ledger,
+) -> (String, Subscription) {
+    let group = unique("g");
+    let sub = Consumer::new(
+        "conformance",
+        group.clone(),
+        db.clone(),
+        bus.clone(),
+        ledger,
+        RETRY,
+    )
+    .spawn(&[topic], 16)
+    .await
+    .unwrap();
+    (group, sub)
+}
+
 const LEDGER: &[Migration] = &[Migration::portable(
     100,
     "ledger",
@@ -442,11 +475,7 @@ const RETRY: RetryPolicy = RetryPolicy {
 /// A failing event reaches `<topic>.dlq` after the configured attempts, the partition moves on, and
 /// replaying it from the dead-letter store applies it once the handler is fixed.
 pub async fn a_failing_event_is_dead_lettered_and_can_be_replayed(factory: &dyn BusFactory) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
-        .await
-        .unwrap();
-    db.migrate(LEDGER).await.unwrap();
+    let (dir, db) = ledger_db().await;
     let ops = Db::open_sqlite("ops", &dir.path().join("ops.db"))
         .await
         .unwrap();
@@ -463,16 +492,7 @@ pub async fn a_failing_event_is_dead_lettered_and_can_be_replayed(factory: &dyn 
 
     let ledger = Ledger::new(poison);
     let (healed, attempts) = (ledger.healed.clone(), ledger.attempts.clone());
-    let group = unique("g");
-    let consumer = Consumer::new(
-        "conformance",
-        group.clone(),
-        db.clone(),
-        bus.clone(),
-        ledger,
-        RETRY,
-    );
-    let sub = consumer.spawn(&[&topic], 16).await.unwrap();
+    let (_group, sub) = consume_into_ledger(&db, &bus, &topic, ledger).await;
     let store = DeadLetterStore::new(ops.clone(), bus.clone());
     let collecting = store.collect(std::slice::from_ref(&topic)).await.unwrap();
 
@@ -535,11 +555,7 @@ pub async fn a_failing_event_is_dead_lettered_and_can_be_replayed(factory: &dyn 
 
 /// The same event delivered twice (published twice) takes effect once, through the inbox.
 pub async fn an_event_delivered_twice_takes_effect_once(factory: &dyn BusFactory) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
-        .await
-        .unwrap();
-    db.migrate(LEDGER).await.unwrap();
+    let (_dir, db) = ledger_db().await;
     let bus = factory.open().await;
     let topic = unique("twice");
     let (envelope, record) = deletion(&topic, "k", Uuid::now_v7());
@@ -549,16 +565,7 @@ pub async fn an_event_delivered_twice_takes_effect_once(factory: &dyn BusFactory
         .await
         .unwrap();
     bus.publish(&[record, other_record]).await.unwrap();
-    let group = unique("g");
-    let consumer = Consumer::new(
-        "conformance",
-        group.clone(),
-        db.clone(),
-        bus.clone(),
-        Ledger::new(Uuid::nil()),
-        RETRY,
-    );
-    let sub = consumer.spawn(&[&topic], 16).await.unwrap();
+    let (group, sub) = consume_into_ledger(&db, &bus, &topic, Ledger::new(Uuid::nil())).await;
     wait_until_rows(&db, 2).await;
     wait_for_lag_zero(&bus, &group).await;
     sub.stop().await;
@@ -577,11 +584,7 @@ pub async fn an_event_delivered_twice_takes_effect_once(factory: &dyn BusFactory
 /// among them costs only itself: every other event takes effect once, in per-key order, and the
 /// failing one is attempted `max_attempts` times, as if each partition were alone.
 pub async fn a_failing_event_holds_back_no_other_partition(factory: &dyn BusFactory) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
-        .await
-        .unwrap();
-    db.migrate(LEDGER).await.unwrap();
+    let (_dir, db) = ledger_db().await;
     let bus = factory.open().await;
     let topic = unique("together");
     // 16 keys (spread over the partitions) with 5 events each, in one publish so that every
@@ -599,16 +602,7 @@ pub async fn a_failing_event_holds_back_no_other_partition(factory: &dyn BusFact
     bus.publish(&records).await.unwrap();
     let ledger = Ledger::new(poison);
     let attempts = ledger.attempts.clone();
-    let group = unique("g");
-    let consumer = Consumer::new(
-        "conformance",
-        group.clone(),
-        db.clone(),
-        bus.clone(),
-        ledger,
-        RETRY,
-    );
-    let sub = consumer.spawn(&[&topic], 16).await.unwrap();
+    let (group, sub) = consume_into_ledger(&db, &bus, &topic, ledger).await;
     wait_until_rows(&db, published.len() - 1).await;
     wait_for_lag_zero(&bus, &group).await;
     sub.stop().await;
@@ -685,11 +679,7 @@ async fn read_all(bus: &Arc<dyn EventBus>, topic: &str) -> Vec<Delivery> {
 /// An infrastructure error in a handler pauses and redelivers; a panic is a failure that is
 /// retried; neither dead-letters anything, and every event takes effect once.
 pub async fn handler_outages_and_panics_are_retried_not_dead_lettered(factory: &dyn BusFactory) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
-        .await
-        .unwrap();
-    db.migrate(LEDGER).await.unwrap();
+    let (_dir, db) = ledger_db().await;
     let bus = factory.open().await;
     let topic = unique("outage");
     let products: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
@@ -701,18 +691,7 @@ pub async fn handler_outages_and_panics_are_retried_not_dead_lettered(factory: &
     let mut ledger = Ledger::new(Uuid::nil());
     *ledger.outages.lock().unwrap() = 3;
     ledger.panics_once = products[2];
-    let group = unique("g");
-    let sub = Consumer::new(
-        "conformance",
-        group.clone(),
-        db.clone(),
-        bus.clone(),
-        ledger,
-        RETRY,
-    )
-    .spawn(&[&topic], 16)
-    .await
-    .unwrap();
+    let (group, sub) = consume_into_ledger(&db, &bus, &topic, ledger).await;
     wait_until_rows(&db, 5).await;
     wait_for_lag_zero(&bus, &group).await;
     sub.stop().await;
@@ -733,11 +712,7 @@ pub async fn handler_outages_and_panics_are_retried_not_dead_lettered(factory: &
 
 /// A record that is not an event goes to the dead-letter topic at once, and the next one is applied.
 pub async fn an_undecodable_record_is_dead_lettered_at_once(factory: &dyn BusFactory) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sqlite("conformance", &dir.path().join("svc.db"))
-        .await
-        .unwrap();
-    db.migrate(LEDGER).await.unwrap();
+    let (_dir, db) = ledger_db().await;
     let bus = factory.open().await;
     let topic = unique("garbage");
     let product = Uuid::now_v7();
@@ -749,18 +724,7 @@ pub async fn an_undecodable_record_is_dead_lettered_at_once(factory: &dyn BusFac
     .unwrap();
     let ledger = Ledger::new(Uuid::nil());
     let attempts = ledger.attempts.clone();
-    let group = unique("g");
-    let sub = Consumer::new(
-        "conformance",
-        group.clone(),
-        db.clone(),
-        bus.clone(),
-        ledger,
-        RETRY,
-    )
-    .spawn(&[&topic], 16)
-    .await
-    .unwrap();
+    let (group, sub) = consume_into_ledger(&db, &bus, &topic, ledger).await;
     wait_until_rows(&db, 1).await;
     wait_for_lag_zero(&bus, &group).await;
     sub.stop().await;
