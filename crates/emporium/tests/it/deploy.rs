@@ -12,9 +12,7 @@ use std::{
 use emporium_platform::config::Config;
 use serde_json::Value;
 
-use crate::support::{Platform, command, gateway_variable};
-
-const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+use crate::support::{Platform, SECRET, command, gateway_variable};
 
 /// The paths `emporium_platform::http::ops_router` serves.
 const READINESS: &str = "/health";
@@ -117,16 +115,7 @@ fn gateway_addresses(variables: &BTreeMap<String, String>) -> BTreeMap<String, S
 
 #[tokio::test]
 async fn the_binary_serves_every_service_of_the_distributed_profile() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = command(dir.path())
-        .args(["serve", "no-such-service"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(&["serve", "no-such-service"], &[]).await;
     for name in services().keys() {
         assert!(
             stderr.contains(name.as_str()),
@@ -716,18 +705,28 @@ async fn the_secret_placeholder_stops_start_up() {
     let manifests = Manifests::load();
     let placeholder =
         text(&manifests.get("Secret", "emporium-secrets")["stringData"]["EMPORIUM_JWT_SECRET"]);
+    let stderr = refused_start(
+        &["serve", "users"],
+        &[("EMPORIUM_JWT_SECRET", &placeholder)],
+    )
+    .await;
+    assert!(stderr.contains("jwt_secret"), "{stderr}");
+}
+
+/// Runs the binary with `args` and `env` in a fresh data directory, expects it to refuse to start
+/// (exit code 1) and returns what it wrote on stderr.
+async fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let output = command(dir.path())
-        .args(["serve", "users"])
-        .env("EMPORIUM_JWT_SECRET", &placeholder)
+        .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
         .await
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("jwt_secret"), "{stderr}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

@@ -8,10 +8,8 @@ use serde_json::Value;
 
 use crate::{
     saga,
-    support::{Platform, SERVICES, Session, command, gateway_variable},
+    support::{Platform, SECRET, SERVICES, Session, command, gateway_variable},
 };
-
-const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 
 #[tokio::test]
 async fn the_gateway_reaches_a_service_running_as_its_own_process() {

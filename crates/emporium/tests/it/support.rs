@@ -15,6 +15,10 @@ use tokio::{
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_emporium");
 
+/// A token secret long enough for the configuration check, for processes started without a data
+/// directory's generated one (`emporium serve` in the distributed profile).
+pub const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+
 /// Every service `emporium serve` knows, in start order; each owns a database named after it.
 pub const SERVICES: [&str; 10] = [
     "users",
