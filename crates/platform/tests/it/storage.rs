@@ -72,6 +72,18 @@ impl Setup {
         }
         all
     }
+
+    /// The ids of the published events, by key, each key's in publishing order.
+    async fn published_by_key(&self) -> HashMap<String, Vec<Uuid>> {
+        let mut by_key: HashMap<String, Vec<Uuid>> = HashMap::new();
+        for (_, envelope) in self.published().await {
+            by_key
+                .entry(envelope.aggregate_id)
+                .or_default()
+                .push(envelope.event_id);
+        }
+        by_key
+    }
 }
 
 async fn sqlite() -> Setup {
@@ -271,15 +283,10 @@ async fn events_emitted_together_are_published_in_emission_order(s: Setup) {
     assert_eq!(s.db.outbox_backlog().await.unwrap(), 70);
     let relay = Relay::new(s.db.clone(), s.bus.clone(), 100);
     assert_eq!(relay.drain().await.unwrap(), 70);
-    let mut published: HashMap<String, Vec<Uuid>> = HashMap::new();
     for (_, envelope) in s.published().await {
         assert_eq!(envelope.correlation_id, "many");
-        published
-            .entry(envelope.aggregate_id.clone())
-            .or_default()
-            .push(envelope.event_id);
     }
-    assert_eq!(published, expected);
+    assert_eq!(s.published_by_key().await, expected);
 }
 
 async fn readiness_reports_an_outbox_whose_oldest_event_waited_too_long(s: Setup) {
@@ -449,14 +456,7 @@ async fn two_relays_on_one_database_publish_each_event_once_in_key_order(s: Setu
     for relay in relays {
         relay.await.unwrap();
     }
-    let mut published: HashMap<String, Vec<Uuid>> = HashMap::new();
-    for (_, envelope) in s.published().await {
-        published
-            .entry(envelope.aggregate_id.clone())
-            .or_default()
-            .push(envelope.event_id);
-    }
-    assert_eq!(published, expected);
+    assert_eq!(s.published_by_key().await, expected);
 }
 
 /// PostgreSQL gives outbox ids at insert, the relay publishes in id order: a transaction that

@@ -31,7 +31,7 @@ emporium_platform::on_both_backends!(
     the_saga_confirms_ships_and_delivers_with_its_events_and_summaries,
     a_customer_cancels_their_own_order_once,
     the_sweeper_cancels_only_overdue_pending_orders,
-    new_orders_are_refused_while_the_oldest_pending_order_is_too_old,
+    new_orders_are_refused_while_enough_pending_orders_are_too_old,
     listings_page_newest_first_within_the_callers_scope,
     a_product_deleted_before_its_reservation_cancels_with_product_unavailable,
     a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_order,
@@ -116,10 +116,21 @@ fn request(lines: &[(Uuid, i64)]) -> NewOrder {
 }
 
 async fn place_for(db: &Db, user: &AuthUser, lines: &[(Uuid, i64)]) -> Uuid {
-    place(db, user.id, request(lines), None, None, "corr-1")
+    place_without_admission(db, user.id, request(lines), None, "corr-1")
         .await
         .unwrap()
         .order_id
+}
+
+/// [`place`] as the use cases without admission control call it.
+async fn place_without_admission(
+    db: &Db,
+    user: Uuid,
+    request: NewOrder,
+    key: Option<IdempotencyKey>,
+    correlation_id: &str,
+) -> Result<Placed, ApiError> {
+    place(db, user, request, key, None, correlation_id).await
 }
 
 fn key(key: &str, request: &str) -> Option<IdempotencyKey> {
@@ -133,16 +144,10 @@ async fn an_order_is_priced_from_the_read_model_and_announced_in_the_same_transa
     let lamp = product(&db, "Lamp", 2500).await;
     let mug = product(&db, "Mug", 800).await;
     let ada = customer();
-    let placed = place(
-        &db,
-        ada.id,
-        request(&[(lamp, 2), (mug, 3)]),
-        None,
-        None,
-        "corr-1",
-    )
-    .await
-    .unwrap();
+    let placed =
+        place_without_admission(&db, ada.id, request(&[(lamp, 2), (mug, 3)]), None, "corr-1")
+            .await
+            .unwrap();
     assert_eq!((placed.status, placed.replayed), (202, false));
     let body: serde_json::Value = serde_json::from_str(&placed.body).unwrap();
     assert_eq!(body["status"], "PENDING");
@@ -209,47 +214,26 @@ async fn updates_reprice_new_orders_and_a_deletion_is_final(db: TestDb) {
     )
     .await;
     let mug = product(&db, "Mug", 800).await;
-    let error = place(
-        &db,
-        ada.id,
-        request(&[(mug, 1), (lamp, 1)]),
-        None,
-        None,
-        "c",
-    )
-    .await
-    .unwrap_err();
+    let error = place_without_admission(&db, ada.id, request(&[(mug, 1), (lamp, 1)]), None, "c")
+        .await
+        .unwrap_err();
     assert_eq!(
         (error.status.as_u16(), error.code),
         (422, "UNKNOWN_PRODUCT")
     );
     assert_eq!(error.errors[0].field, "items[1].productId");
-    let unknown = place(
-        &db,
-        ada.id,
-        request(&[(Uuid::now_v7(), 1)]),
-        None,
-        None,
-        "c",
-    )
-    .await
-    .unwrap_err();
+    let unknown = place_without_admission(&db, ada.id, request(&[(Uuid::now_v7(), 1)]), None, "c")
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code, "UNKNOWN_PRODUCT");
 }
 
 async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request(db: TestDb) {
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
-    let first = place(
-        &db,
-        ada.id,
-        request(&[(lamp, 1)]),
-        key("k1", "{a}"),
-        None,
-        "c",
-    )
-    .await
-    .unwrap();
+    let first = place_without_admission(&db, ada.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
+        .await
+        .unwrap();
     // The answer stays the first one even after the order moved on.
     deliver(
         &db,
@@ -260,30 +244,16 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
         }),
     )
     .await;
-    let again = place(
-        &db,
-        ada.id,
-        request(&[(lamp, 1)]),
-        key("k1", "{a}"),
-        None,
-        "c",
-    )
-    .await
-    .unwrap();
+    let again = place_without_admission(&db, ada.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
+        .await
+        .unwrap();
     assert_eq!(again.order_id, first.order_id);
     assert_eq!((again.status, &again.body), (first.status, &first.body));
     assert!(again.replayed);
 
-    let reused = place(
-        &db,
-        ada.id,
-        request(&[(lamp, 2)]),
-        key("k1", "{b}"),
-        None,
-        "c",
-    )
-    .await
-    .unwrap_err();
+    let reused = place_without_admission(&db, ada.id, request(&[(lamp, 2)]), key("k1", "{b}"), "c")
+        .await
+        .unwrap_err();
     assert_eq!(
         (reused.status.as_u16(), reused.code),
         (422, "IDEMPOTENCY_KEY_REUSED")
@@ -291,30 +261,17 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
 
     // Keys belong to their user.
     let grace = customer();
-    let hers = place(
-        &db,
-        grace.id,
-        request(&[(lamp, 1)]),
-        key("k1", "{a}"),
-        None,
-        "c",
-    )
-    .await
-    .unwrap();
+    let hers = place_without_admission(&db, grace.id, request(&[(lamp, 1)]), key("k1", "{a}"), "c")
+        .await
+        .unwrap();
     assert_ne!(hers.order_id, first.order_id);
 
     // A refused request is not remembered: once the product exists, the same key places it.
     let soon = Uuid::now_v7();
-    let refused = place(
-        &db,
-        ada.id,
-        request(&[(soon, 1)]),
-        key("k2", "{c}"),
-        None,
-        "c",
-    )
-    .await
-    .unwrap_err();
+    let refused =
+        place_without_admission(&db, ada.id, request(&[(soon, 1)]), key("k2", "{c}"), "c")
+            .await
+            .unwrap_err();
     assert_eq!(refused.code, "UNKNOWN_PRODUCT");
     deliver(
         &db,
@@ -329,16 +286,9 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
     )
     .await;
     assert!(
-        place(
-            &db,
-            ada.id,
-            request(&[(soon, 1)]),
-            key("k2", "{c}"),
-            None,
-            "c"
-        )
-        .await
-        .is_ok()
+        place_without_admission(&db, ada.id, request(&[(soon, 1)]), key("k2", "{c}"), "c")
+            .await
+            .is_ok()
     );
     let created = outbox(&db)
         .await
@@ -731,7 +681,7 @@ async fn placed_at(db: &Db, order: Uuid) -> i64 {
         .unwrap()
 }
 
-async fn new_orders_are_refused_while_the_oldest_pending_order_is_too_old(db: TestDb) {
+async fn new_orders_are_refused_while_enough_pending_orders_are_too_old(db: TestDb) {
     use crate::admission::Admission;
     let limit = Duration::from_secs(10);
     // Refuses once two orders are overdue; a fresh sample on every check.
@@ -759,16 +709,9 @@ async fn new_orders_are_refused_while_the_oldest_pending_order_is_too_old(db: Te
     // Placing goes through admission; a repeat of a placed order is answered all the same.
     let refusing = Admission::with(db.clone(), Duration::from_millis(1), Duration::ZERO, 2);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let kept = place(
-        &db,
-        ada.id,
-        request(&[(lamp, 1)]),
-        key("k9", "{r}"),
-        None,
-        "c",
-    )
-    .await
-    .unwrap();
+    let kept = place_without_admission(&db, ada.id, request(&[(lamp, 1)]), key("k9", "{r}"), "c")
+        .await
+        .unwrap();
     let error = place(
         &db,
         ada.id,
