@@ -30,6 +30,8 @@ use sqlx::{
 };
 use tokio::sync::watch;
 
+use crate::storage::{MultiRow, chunks};
+
 use super::{
     BatchHandler, BusError, Delivery, EventBus, PartitionLag, Record, SubscribeOptions,
     Subscription, partition_for, validate_topic,
@@ -91,45 +93,22 @@ struct Inner {
 /// Records kept in memory per partition for consumers that keep up.
 const TAIL: usize = 256;
 
-/// Rows per INSERT statement, largest first.
-const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
+static RECORDS_INSERT: MultiRow = MultiRow::new(
+    "INSERT INTO records (topic, partition, offset, key, payload, headers, appended_at) VALUES ",
+    0,
+    7,
+    "",
+);
 
-/// `INSERT INTO records … VALUES (…), (…)` with `rows` rows, built once per size.
-fn insert_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        INSERT_SIZES
-            .iter()
-            .map(|&n| {
-                let values = (0..n)
-                    .map(|i| {
-                        let b = i * 7;
-                        format!(
-                            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                            b + 1,
-                            b + 2,
-                            b + 3,
-                            b + 4,
-                            b + 5,
-                            b + 6,
-                            b + 7
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                (
-                    n,
-                    format!(
-                        "INSERT INTO records (topic, partition, offset, key, payload, headers, appended_at) VALUES {values}"
-                    ),
-                )
-            })
-            .collect()
-    });
-    all.iter()
-        .find(|(n, _)| *n == rows)
-        .map_or("", |(_, sql)| sql.as_str())
-}
+/// Offsets only move forward: a flush may race another (the ticker and a stopping member). The
+/// rows exist (a group's first read inserts them); the upsert form lets one statement write many.
+static OFFSETS_UPSERT: MultiRow = MultiRow::new(
+    "INSERT INTO group_offsets (grp, topic, partition, next_offset) VALUES ",
+    0,
+    4,
+    " ON CONFLICT (grp, topic, partition)
+      DO UPDATE SET next_offset = MAX(group_offsets.next_offset, excluded.next_offset)",
+);
 
 /// How often staged offsets are written. A crash loses at most this much of commits, which means
 /// redelivery (absorbed by the inbox), never loss.
@@ -467,18 +446,17 @@ impl Inner {
         crate::crash::point("consumer.before_offset_commit");
         let written = async {
             let mut tx = self.writer.begin().await?;
-            for ((group, topic, partition), next) in &staged {
-                sqlx::query(
-                    // MAX: two flushes may race (the ticker and a stopping member); offsets never go back.
-                    "UPDATE group_offsets SET next_offset = MAX(next_offset, $4)
-                     WHERE grp = $1 AND topic = $2 AND partition = $3",
-                )
-                .bind(group)
-                .bind(topic)
-                .bind(*partition as i64)
-                .bind(*next as i64)
-                .execute(&mut *tx)
-                .await?;
+            let rows: Vec<_> = staged.iter().collect();
+            for chunk in chunks(&rows) {
+                let mut upsert = sqlx::query(OFFSETS_UPSERT.sql(chunk.len()));
+                for ((group, topic, partition), next) in chunk {
+                    upsert = upsert
+                        .bind(group)
+                        .bind(topic)
+                        .bind(*partition as i64)
+                        .bind(**next as i64);
+                }
+                upsert.execute(&mut *tx).await?;
             }
             tx.commit().await
         }
@@ -589,15 +567,8 @@ impl EventBus for SqliteEventLog {
         let now = Utc::now().timestamp_millis();
         let mut tx = self.inner.writer.begin().await.map_err(unavailable)?;
         // Multi-row INSERTs in a few fixed sizes, so that only a few statements are ever prepared.
-        let mut rest = placed.as_slice();
-        while !rest.is_empty() {
-            let size = INSERT_SIZES
-                .iter()
-                .copied()
-                .find(|size| *size <= rest.len())
-                .unwrap_or(1);
-            let (chunk, later) = rest.split_at(size);
-            let mut insert = sqlx::query(insert_sql(size));
+        for chunk in chunks(&placed) {
+            let mut insert = sqlx::query(RECORDS_INSERT.sql(chunk.len()));
             for (record, partition, offset, headers) in chunk {
                 insert = insert
                     .bind(&record.topic)
@@ -609,7 +580,6 @@ impl EventBus for SqliteEventLog {
                     .bind(now);
             }
             insert.execute(&mut *tx).await.map_err(unavailable)?;
-            rest = later;
         }
         tx.commit().await.map_err(unavailable)?;
         let appended_at = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_default();

@@ -17,6 +17,7 @@
 //! at a time ([`Db::migrate`]), transactions emitting events for one key commit in the order they
 //! got their outbox ids ([`Tx::emit`]), and one relay at a time publishes ([`relay`]).
 
+mod multi_row;
 pub mod relay;
 #[cfg(feature = "conformance")]
 pub mod testing;
@@ -33,6 +34,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::bus::Record;
+
+pub use multi_row::{MULTI_ROW_SIZES, MultiRow, Value, chunks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -382,6 +385,7 @@ impl Db {
             dialect: self.dialect,
             context,
             outbox: Vec::new(),
+            deferred: Vec::new(),
             signal: self.outbox_signal.clone(),
         })
     }
@@ -480,75 +484,6 @@ impl EventContext {
     }
 }
 
-/// Rows per multi-row statement, largest first: a few fixed sizes, so that few statements are
-/// prepared.
-const MULTI_ROW_SIZES: [usize; 4] = [64, 16, 4, 1];
-
-/// `items` cut into consecutive chunks of [`MULTI_ROW_SIZES`], each the largest that fits.
-fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = items;
-    std::iter::from_fn(move || {
-        let size = MULTI_ROW_SIZES
-            .iter()
-            .copied()
-            .find(|size| *size <= rest.len())?;
-        let (chunk, later) = rest.split_at(size);
-        rest = later;
-        Some(chunk)
-    })
-}
-
-/// A statement with one `(…)` group of `columns` parameters per row, built once per size in
-/// [`MULTI_ROW_SIZES`]: `head`, the groups joined by commas, then `tail`. The rows' parameters
-/// follow the `leading` ones `head` uses itself.
-struct MultiRow {
-    head: &'static str,
-    leading: usize,
-    columns: usize,
-    tail: &'static str,
-    built: std::sync::OnceLock<Vec<String>>,
-}
-
-impl MultiRow {
-    const fn new(head: &'static str, leading: usize, columns: usize, tail: &'static str) -> Self {
-        MultiRow {
-            head,
-            leading,
-            columns,
-            tail,
-            built: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The statement for `rows` rows (one of [`MULTI_ROW_SIZES`]).
-    fn sql(&self, rows: usize) -> &str {
-        let built = self.built.get_or_init(|| {
-            MULTI_ROW_SIZES
-                .iter()
-                .map(|&n| {
-                    let groups = (0..n)
-                        .map(|row| {
-                            let params = (1..=self.columns)
-                                .map(|column| {
-                                    format!("${}", self.leading + row * self.columns + column)
-                                })
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            format!("({params})")
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    format!("{}{groups}{}", self.head, self.tail)
-                })
-                .collect()
-        });
-        MULTI_ROW_SIZES
-            .iter()
-            .position(|n| *n == rows)
-            .map_or("", |i| built[i].as_str())
-    }
-}
-
 static INBOX_INSERT: MultiRow = MultiRow::new(
     "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ",
     0,
@@ -591,6 +526,9 @@ pub struct Tx {
     context: EventContext,
     /// Emitted events, written to the outbox together at commit.
     outbox: Vec<OutboxRow>,
+    /// Rows given to [`Tx::insert_at_commit`], by statement, in the order each statement got its
+    /// first row.
+    deferred: Vec<(&'static MultiRow, Vec<Value>)>,
     signal: Arc<Notify>,
 }
 
@@ -605,7 +543,7 @@ impl Tx {
     }
 
     /// Emits `event` in this transaction: it reaches the outbox at [`Tx::commit`], with everything
-    /// else the transaction emitted (a few multi-row statements: 64, 16, 4 or 1 rows each), and so
+    /// else the transaction emitted (a few multi-row statements of [`MULTI_ROW_SIZES`] rows), and so
     /// is published if and only if the transaction commits. Returns the envelope that will be published.
     pub fn emit(&mut self, event: Event) -> Result<Envelope, StorageError> {
         let envelope = Envelope::new(
@@ -626,6 +564,56 @@ impl Tx {
             created_at: Utc::now().timestamp_millis(),
         });
         Ok(envelope)
+    }
+
+    /// Inserts `row` (a value per column of `statement`) at [`Tx::commit`], together with every
+    /// other row the transaction gave `statement`: a few multi-row statements ([`MULTI_ROW_SIZES`]
+    /// rows each) instead of one per row. For rows the transaction does not read back, such as an
+    /// index: until the commit they are not in the table, and an error in them is the commit's.
+    /// One statement's rows must not update one row twice (PostgreSQL refuses `ON CONFLICT DO
+    /// UPDATE` on a row twice in a statement); `ON CONFLICT DO NOTHING` is fine.
+    pub fn insert_at_commit(
+        &mut self,
+        statement: &'static MultiRow,
+        row: Vec<Value>,
+    ) -> Result<(), StorageError> {
+        if statement.leading() != 0 || statement.columns() == 0 || row.len() != statement.columns()
+        {
+            return Err(StorageError::Query(format!(
+                "{} values for a statement of {} columns per row and {} leading parameters",
+                row.len(),
+                statement.columns(),
+                statement.leading()
+            )));
+        }
+        match self
+            .deferred
+            .iter_mut()
+            .find(|(known, _)| std::ptr::eq(*known, statement))
+        {
+            Some((_, values)) => values.extend(row),
+            None => self.deferred.push((statement, row)),
+        }
+        Ok(())
+    }
+
+    /// Runs the statements of [`Tx::insert_at_commit`], each with all its rows.
+    async fn write_deferred(&mut self) -> Result<(), StorageError> {
+        for (statement, values) in std::mem::take(&mut self.deferred) {
+            let rows: Vec<&[Value]> = values.chunks(statement.columns()).collect();
+            for chunk in chunks(&rows) {
+                let mut insert = sqlx::query(statement.sql(chunk.len()));
+                for value in chunk.iter().copied().flatten() {
+                    insert = match value {
+                        Value::Int(v) => insert.bind(*v),
+                        Value::Text(v) => insert.bind(v.as_str()),
+                        Value::Bytes(v) => insert.bind(v.as_slice()),
+                    };
+                }
+                insert.execute(&mut *self.tx).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the emitted events to the outbox, in emission order.
@@ -719,8 +707,10 @@ impl Tx {
         self.context = context;
     }
 
-    /// Commits state and events together, then wakes the relay.
+    /// Commits state, the rows of [`Tx::insert_at_commit`] and events together, then wakes the
+    /// relay.
     pub async fn commit(mut self) -> Result<(), StorageError> {
+        self.write_deferred().await?;
         let emitted = !self.outbox.is_empty();
         if emitted {
             self.write_outbox().await?;

@@ -163,3 +163,72 @@ async fn reads_served_from_memory_match_the_file() {
         );
     }
 }
+
+/// A group's offsets on many partitions are written together (in multi-row statements: 70 rows
+/// are 64 + 4 + 2) and read back after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_of_many_partitions_are_committed_together() {
+    use emporium_platform::bus::{BatchHandler, Delivery, InfraError, Record, SubscribeOptions};
+    const PARTITIONS: u32 = 70;
+    struct Count(tokio::sync::mpsc::UnboundedSender<u32>);
+    #[async_trait]
+    impl BatchHandler for Count {
+        async fn handle(&self, batch: &[Delivery]) -> Result<(), InfraError> {
+            for delivery in batch {
+                self.0.send(delivery.partition).unwrap();
+            }
+            Ok(())
+        }
+    }
+    let embedded = Embedded::new();
+    {
+        let log = SqliteEventLog::open(&embedded.path, PARTITIONS)
+            .await
+            .unwrap();
+        // A key for every partition, two records on each.
+        let mut keys = std::collections::BTreeMap::new();
+        for i in 0.. {
+            let key = format!("k{i}");
+            keys.entry(emporium_platform::bus::partition_for(&key, PARTITIONS))
+                .or_insert(key);
+            if keys.len() == PARTITIONS as usize {
+                break;
+            }
+        }
+        let records: Vec<Record> = keys
+            .values()
+            .flat_map(|key| [key.clone(), key.clone()])
+            .map(|key| Record {
+                topic: "t".into(),
+                key,
+                payload: b"x".to_vec(),
+                headers: Default::default(),
+            })
+            .collect();
+        log.publish(&records).await.unwrap();
+        let (seen, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+        let options = SubscribeOptions {
+            group: "g".into(),
+            topics: vec!["t".into()],
+            max_batch: 100,
+        };
+        let subscription = log.subscribe(options, Arc::new(Count(seen))).await.unwrap();
+        for _ in 0..records.len() {
+            delivered.recv().await.unwrap();
+        }
+        subscription.stop().await;
+    }
+    let log = SqliteEventLog::open(&embedded.path, PARTITIONS)
+        .await
+        .unwrap();
+    let lag = log.lag().await.unwrap();
+    let committed: Vec<(u32, u64)> = lag
+        .iter()
+        .filter(|l| l.group == "g")
+        .map(|l| (l.partition, l.committed))
+        .collect();
+    assert_eq!(
+        committed,
+        (0..PARTITIONS).map(|p| (p, 2)).collect::<Vec<_>>()
+    );
+}

@@ -10,7 +10,7 @@ use emporium_platform::{
     bus::{EventBus, SqliteEventLog, partition_for},
     http::{HealthCheck, OutboxCheck},
     storage::{
-        Db, Dialect, EventContext, Migration,
+        Db, Dialect, EventContext, Migration, MultiRow, Value,
         relay::Relay,
         testing::{self, TestDb},
     },
@@ -22,6 +22,22 @@ const ITEMS: &[Migration] = &[Migration::portable(
     "items",
     "CREATE TABLE items (id TEXT PRIMARY KEY)",
 )];
+
+const NOTES: Migration = Migration {
+    version: 101,
+    name: "notes",
+    sqlite: "CREATE TABLE notes (id TEXT PRIMARY KEY, n BIGINT NOT NULL, body BLOB NOT NULL)",
+    postgres: "CREATE TABLE notes (id TEXT PRIMARY KEY, n BIGINT NOT NULL, body BYTEA NOT NULL)",
+};
+
+static NOTE_INSERT: MultiRow = MultiRow::new(
+    "INSERT INTO notes (id, n, body) VALUES ",
+    0,
+    3,
+    " ON CONFLICT (id) DO NOTHING",
+);
+
+static ITEM_INSERT: MultiRow = MultiRow::new("INSERT INTO items (id) VALUES ", 0, 1, "");
 
 const PARTITIONS: u32 = 2;
 
@@ -141,6 +157,7 @@ storage_tests!(
     the_relay_wakes_on_commit_and_keeps_order,
     the_inbox_recognises_an_event_applied_before,
     the_inbox_records_many_events_in_one_call,
+    rows_inserted_at_commit_arrive_with_the_commit_and_only_then,
     ;
     // Only PostgreSQL serves several instances of a service; a SQLite file has one process.
     postgres only:
@@ -254,8 +271,8 @@ async fn a_committed_transaction_leaves_its_events_in_the_outbox_and_the_relay_p
 }
 
 /// Emitted events reach the outbox at commit, several to a statement: 70 events over 35 keys in
-/// one transaction (inserts of 64, 4, 1 and 1 rows; on PostgreSQL, key locks of 16, 16 and three
-/// of 1) are all published, each key's in the order they were emitted, and the transaction's
+/// one transaction (inserts of 64, 4 and 2 rows; on PostgreSQL, key locks of 16, 16 and 3) are
+/// all published, each key's in the order they were emitted, and the transaction's
 /// reads see none of them before commit.
 async fn events_emitted_together_are_published_in_emission_order(s: Setup) {
     let keys: Vec<Uuid> = (0..35).map(|_| Uuid::now_v7()).collect();
@@ -421,6 +438,61 @@ async fn the_inbox_records_many_events_in_one_call(s: Setup) {
     for id in &new {
         assert!(s.db.inbox_contains("shipper", *id).await.unwrap());
     }
+}
+
+async fn count(conn: &mut sqlx::AnyConnection, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Rows given to `insert_at_commit` are written by the commit, in multi-row statements (70 rows:
+/// 64 + 4 + 2), each statement with its own rows; a transaction rolled back writes none, and
+/// a row of the wrong width is refused when it is given.
+async fn rows_inserted_at_commit_arrive_with_the_commit_and_only_then(s: Setup) {
+    s.db.migrate(&[ITEMS[0], NOTES]).await.unwrap();
+    let note = |i: i64| {
+        vec![
+            format!("note-{i:02}").into(),
+            i.into(),
+            vec![i as u8; 3].into(),
+        ]
+    };
+    let mut tx =
+        s.db.begin(EventContext::request("items", "c"))
+            .await
+            .unwrap();
+    for i in 0..70 {
+        tx.insert_at_commit(&NOTE_INSERT, note(i)).unwrap();
+        if i % 10 == 0 {
+            tx.insert_at_commit(&ITEM_INSERT, vec![format!("item-{i}").into()])
+                .unwrap();
+        }
+    }
+    tx.insert_at_commit(&NOTE_INSERT, note(7)).unwrap(); // ON CONFLICT DO NOTHING
+    let refused = tx.insert_at_commit(&NOTE_INSERT, vec![Value::Int(1)]);
+    assert!(refused.is_err(), "one value for three columns");
+    assert_eq!(count(tx.conn(), "notes").await, 0, "not before the commit");
+    tx.commit().await.unwrap();
+
+    let mut conn = s.db.reader().acquire().await.unwrap();
+    assert_eq!(count(&mut conn, "notes").await, 70);
+    assert_eq!(count(&mut conn, "items").await, 7);
+    let (n, body): (i64, Vec<u8>) = sqlx::query_as("SELECT n, body FROM notes WHERE id = $1")
+        .bind("note-69")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!((n, body), (69, vec![69u8; 3]));
+
+    let mut tx =
+        s.db.begin(EventContext::request("items", "c"))
+            .await
+            .unwrap();
+    tx.insert_at_commit(&NOTE_INSERT, note(99)).unwrap();
+    drop(tx);
+    assert_eq!(count(&mut conn, "notes").await, 70, "rolled back");
 }
 
 /// Several instances of a service each run a relay on the one database while writers on both
