@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     NAME,
     domain::{self, LOW_STOCK_THRESHOLD, OnCancelled, OnCreated, OrderState},
-    store::{self, StockRow, now_millis},
+    store::{self, Availability, Reservation, StockRow, now_millis},
 };
 
 /// Why a use case did not happen.
@@ -103,7 +103,7 @@ pub async fn order_created(tx: &mut Tx, event: &OrderCreated) -> Result<(), Erro
         return Ok(());
     }
     match store::try_reserve(tx.conn(), event.order_id, &lines, now).await? {
-        Some(short) => {
+        Reservation::Short(short) => {
             store::move_order_state(
                 tx.conn(),
                 event.order_id,
@@ -119,9 +119,9 @@ pub async fn order_created(tx: &mut Tx, event: &OrderCreated) -> Result<(), Erro
                 available: short.available,
             }))?;
         }
-        None => {
-            for line in &lines {
-                refresh_low_stock(tx, line.product_id).await?;
+        Reservation::Held(availability) => {
+            for product in availability {
+                follow_low_stock(tx, product).await?;
             }
             tx.emit(Event::InventoryReserved(InventoryReserved {
                 order_id: event.order_id,
@@ -278,17 +278,27 @@ async fn refresh_low_stock(tx: &mut Tx, product_id: Uuid) -> Result<Option<Stock
     let Some(mut row) = store::stock(tx.conn(), product_id).await? else {
         return Ok(None);
     };
-    let (low, crossed) = domain::low_stock(row.is_low(), row.available, LOW_STOCK_THRESHOLD);
-    if low != row.is_low() {
-        store::set_low(tx.conn(), product_id, low).await?;
-        row.low = i64::from(low);
+    let now = Availability {
+        product_id,
+        available: row.available,
+        low: row.is_low(),
+    };
+    row.low = i64::from(follow_low_stock(tx, now).await?);
+    Ok(Some(row))
+}
+
+/// [`refresh_low_stock`] when the change already told where the stock stands. Returns the flag.
+async fn follow_low_stock(tx: &mut Tx, product: Availability) -> Result<bool, Error> {
+    let (low, crossed) = domain::low_stock(product.low, product.available, LOW_STOCK_THRESHOLD);
+    if low != product.low {
+        store::set_low(tx.conn(), product.product_id, low).await?;
     }
     if crossed {
         tx.emit(Event::LowStock(LowStock {
-            product_id,
-            available: row.available,
+            product_id: product.product_id,
+            available: product.available,
             threshold: LOW_STOCK_THRESHOLD,
         }))?;
     }
-    Ok(Some(row))
+    Ok(low)
 }

@@ -6,7 +6,7 @@
 //! - `reservations`: the units held for an order, one row per product.
 
 use emporium_events::StockLine;
-use emporium_platform::storage::{Migration, StorageError};
+use emporium_platform::storage::{Migration, MultiRow, StorageError, chunks};
 use sqlx::{Any, AnyConnection, Connection, Executor};
 use uuid::Uuid;
 
@@ -184,29 +184,55 @@ pub async fn total_available<'e, E: Executor<'e, Database = Any>>(
     .await
 }
 
+/// Where a product's stock stands after a change, as far as its low-stock flag is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Availability {
+    pub product_id: Uuid,
+    pub available: i64,
+    pub low: bool,
+}
+
+/// What [`try_reserve`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Every line is held; each product's availability after it.
+    Held(Vec<Availability>),
+    /// Nothing is held: this line fell short.
+    Short(Shortfall),
+}
+
+static RESERVATIONS_INSERT: MultiRow = MultiRow::new(
+    "INSERT INTO reservations (order_id, product_id, quantity) VALUES ",
+    0,
+    3,
+    "",
+);
+
 /// Holds every line for `order_id`, or none: each line is a conditional `UPDATE` that takes units
 /// only if enough are available, inside a savepoint that is rolled back as soon as one line falls
-/// short. Returns that line's shortfall, or `None` when everything is held.
+/// short. The lines name distinct products.
 pub async fn try_reserve(
     conn: &mut AnyConnection,
     order_id: Uuid,
     lines: &[StockLine],
     now: i64,
-) -> Result<Option<Shortfall>, sqlx::Error> {
+) -> Result<Reservation, sqlx::Error> {
     let mut savepoint = conn.begin().await?;
+    let mut held = Vec::with_capacity(lines.len());
     for line in lines {
-        let done = sqlx::query(
+        let after: Option<(i64, i64)> = sqlx::query_as(
             "UPDATE stock SET available = available - $1, reserved = reserved + $2, updated_at = $3
-             WHERE product_id = $4 AND deleted = 0 AND available >= $5",
+             WHERE product_id = $4 AND deleted = 0 AND available >= $5
+             RETURNING available, low",
         )
         .bind(line.quantity)
         .bind(line.quantity)
         .bind(now)
         .bind(line.product_id.to_string())
         .bind(line.quantity)
-        .execute(&mut *savepoint)
+        .fetch_optional(&mut *savepoint)
         .await?;
-        if done.rows_affected() != 1 {
+        let Some((available, low)) = after else {
             savepoint.rollback().await?;
             let available: Option<i64> = sqlx::query_scalar(
                 "SELECT available FROM stock WHERE product_id = $1 AND deleted = 0",
@@ -214,25 +240,30 @@ pub async fn try_reserve(
             .bind(line.product_id.to_string())
             .fetch_optional(&mut *conn)
             .await?;
-            return Ok(Some(Shortfall {
+            return Ok(Reservation::Short(Shortfall {
                 product_id: line.product_id,
                 requested: line.quantity,
                 available: available.unwrap_or(0),
             }));
-        }
+        };
+        held.push(Availability {
+            product_id: line.product_id,
+            available,
+            low: low != 0,
+        });
     }
-    for line in lines {
-        sqlx::query(
-            "INSERT INTO reservations (order_id, product_id, quantity) VALUES ($1, $2, $3)",
-        )
-        .bind(order_id.to_string())
-        .bind(line.product_id.to_string())
-        .bind(line.quantity)
-        .execute(&mut *savepoint)
-        .await?;
+    for chunk in chunks(lines) {
+        let mut insert = sqlx::query(RESERVATIONS_INSERT.sql(chunk.len()));
+        for line in chunk {
+            insert = insert
+                .bind(order_id.to_string())
+                .bind(line.product_id.to_string())
+                .bind(line.quantity);
+        }
+        insert.execute(&mut *savepoint).await?;
     }
     savepoint.commit().await?;
-    Ok(None)
+    Ok(Reservation::Held(held))
 }
 
 /// The lines held for an order, by product id.

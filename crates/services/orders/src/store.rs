@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use emporium_events::{Address, CancellationReason, Money};
-use emporium_platform::storage::{Migration, StorageError};
+use emporium_platform::storage::{Migration, MultiRow, StorageError, chunks};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
@@ -333,6 +333,13 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRow, StorageError> {
     })
 }
 
+static ORDER_ITEMS_INSERT: MultiRow = MultiRow::new(
+    "INSERT INTO order_items (order_id, line, product_id, name, unit_amount, quantity) VALUES ",
+    0,
+    6,
+    "",
+);
+
 /// Writes a new order with its lines and the first timeline entry (`PENDING`).
 pub async fn insert_order(
     conn: &mut AnyConnection,
@@ -370,19 +377,19 @@ pub async fn insert_order(
     .bind(order.updated_at)
     .execute(&mut *conn)
     .await?;
-    for (line, item) in items.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_items (order_id, line, product_id, name, unit_amount, quantity)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(order.id.to_string())
-        .bind(line as i64)
-        .bind(&item.product_id)
-        .bind(&item.name)
-        .bind(item.unit_amount)
-        .bind(item.quantity)
-        .execute(&mut *conn)
-        .await?;
+    let lines: Vec<(i64, &ItemRow)> = (0..).zip(items).collect();
+    for chunk in chunks(&lines) {
+        let mut insert = sqlx::query(ORDER_ITEMS_INSERT.sql(chunk.len()));
+        for (line, item) in chunk {
+            insert = insert
+                .bind(order.id.to_string())
+                .bind(*line)
+                .bind(&item.product_id)
+                .bind(&item.name)
+                .bind(item.unit_amount)
+                .bind(item.quantity);
+        }
+        insert.execute(&mut *conn).await?;
     }
     append_timeline(
         conn,

@@ -6,7 +6,7 @@
 //! - `payments`: one row per order at most (`order_id` is unique), with its status.
 
 use emporium_platform::storage::{Migration, StorageError};
-use sqlx::{Any, AnyConnection, Executor};
+use sqlx::{Any, AnyConnection, Executor, FromRow, Row};
 use uuid::Uuid;
 
 use crate::domain::{OrderFacts, PaymentStatus};
@@ -175,26 +175,32 @@ pub async fn order<'e, E: Executor<'e, Database = Any>>(
     .await
 }
 
-/// The facts the domain decides on.
+/// The facts the domain decides on: the order, and whether it has a payment, in one statement.
 pub async fn facts(
     conn: &mut AnyConnection,
     order_id: Uuid,
 ) -> Result<(Option<OrderRow>, OrderFacts), sqlx::Error> {
-    let order = order(&mut *conn, order_id).await?;
-    let has_payment = payment_of_order(&mut *conn, order_id).await?.is_some();
-    let facts = match &order {
-        None => OrderFacts {
-            has_payment,
-            ..OrderFacts::default()
-        },
-        Some(row) => OrderFacts {
-            created: row.created != 0,
-            reserved: row.reserved != 0,
-            cancelled: row.cancelled != 0,
-            has_payment,
-        },
+    let row = sqlx::query(
+        "SELECT order_id, user_id, amount, currency, token, created, reserved, cancelled,
+                CAST(CASE WHEN EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.order_id)
+                     THEN 1 ELSE 0 END AS BIGINT) AS has_payment
+         FROM payment_orders o WHERE order_id = $1",
+    )
+    .bind(order_id.to_string())
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else {
+        // Nothing to decide on before the order is known.
+        return Ok((None, OrderFacts::default()));
     };
-    Ok((order, facts))
+    let order = OrderRow::from_row(&row)?;
+    let facts = OrderFacts {
+        created: order.created != 0,
+        reserved: order.reserved != 0,
+        cancelled: order.cancelled != 0,
+        has_payment: row.try_get::<i64, _>("has_payment")? != 0,
+    };
+    Ok((Some(order), facts))
 }
 
 pub async fn payment_of_order<'e, E: Executor<'e, Database = Any>>(

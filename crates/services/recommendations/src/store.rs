@@ -14,7 +14,9 @@
 //! - `model_generation`: one number, bumped in every transaction that changes what a ranking could
 //!   return; it is part of every cache key.
 
-use emporium_platform::storage::{Migration, StorageError};
+use std::collections::BTreeMap;
+
+use emporium_platform::storage::{Migration, MultiRow, StorageError, chunks};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
@@ -342,6 +344,29 @@ pub async fn record_stock(
 
 // -------------------------------------------------------------------- orders
 
+static ORDER_LINES_INSERT: MultiRow = MultiRow::new(
+    "INSERT INTO order_lines (order_id, product_id, quantity) VALUES ",
+    0,
+    3,
+    " ON CONFLICT (order_id, product_id) DO UPDATE
+      SET quantity = order_lines.quantity + excluded.quantity",
+);
+
+static SALES_UPSERT: MultiRow = MultiRow::new(
+    "INSERT INTO sales (product_id, orders) VALUES ",
+    0,
+    2,
+    " ON CONFLICT (product_id) DO UPDATE SET orders = sales.orders + excluded.orders",
+);
+
+static CO_PURCHASES_UPSERT: MultiRow = MultiRow::new(
+    "INSERT INTO co_purchases (product_id, other_id, orders) VALUES ",
+    0,
+    3,
+    " ON CONFLICT (product_id, other_id)
+      DO UPDATE SET orders = co_purchases.orders + excluded.orders",
+);
+
 /// Remembers a new order as `PENDING` with its lines (a product on several lines sums up).
 /// `false` if the order was already known (nothing written).
 pub async fn insert_order(
@@ -364,17 +389,21 @@ pub async fn insert_order(
     if done.rows_affected() != 1 {
         return Ok(false);
     }
+    // One row per product, so that a statement never updates a row twice.
+    let mut quantities: BTreeMap<Uuid, i64> = BTreeMap::new();
     for (product_id, quantity) in lines {
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, product_id, quantity) VALUES ($1, $2, $3)
-             ON CONFLICT (order_id, product_id) DO UPDATE
-             SET quantity = order_lines.quantity + excluded.quantity",
-        )
-        .bind(order_id.to_string())
-        .bind(product_id.to_string())
-        .bind(*quantity)
-        .execute(&mut *conn)
-        .await?;
+        *quantities.entry(*product_id).or_default() += quantity;
+    }
+    let rows: Vec<(Uuid, i64)> = quantities.into_iter().collect();
+    for chunk in chunks(&rows) {
+        let mut insert = sqlx::query(ORDER_LINES_INSERT.sql(chunk.len()));
+        for (product_id, quantity) in chunk {
+            insert = insert
+                .bind(order_id.to_string())
+                .bind(product_id.to_string())
+                .bind(*quantity);
+        }
+        insert.execute(&mut *conn).await?;
     }
     Ok(true)
 }
@@ -438,27 +467,20 @@ pub async fn add_contribution(
     contribution: &Contribution,
     sign: i64,
 ) -> Result<(), StorageError> {
-    for product_id in &contribution.products {
-        sqlx::query(
-            "INSERT INTO sales (product_id, orders) VALUES ($1, $2)
-             ON CONFLICT (product_id) DO UPDATE SET orders = sales.orders + excluded.orders",
-        )
-        .bind(product_id.to_string())
-        .bind(sign)
-        .execute(&mut *conn)
-        .await?;
+    // `Contribution` holds each product and each pair once: no statement updates a row twice.
+    for chunk in chunks(&contribution.products) {
+        let mut upsert = sqlx::query(SALES_UPSERT.sql(chunk.len()));
+        for product_id in chunk {
+            upsert = upsert.bind(product_id.to_string()).bind(sign);
+        }
+        upsert.execute(&mut *conn).await?;
     }
-    for (a, b) in &contribution.pairs {
-        sqlx::query(
-            "INSERT INTO co_purchases (product_id, other_id, orders) VALUES ($1, $2, $3)
-             ON CONFLICT (product_id, other_id)
-             DO UPDATE SET orders = co_purchases.orders + excluded.orders",
-        )
-        .bind(a.to_string())
-        .bind(b.to_string())
-        .bind(sign)
-        .execute(&mut *conn)
-        .await?;
+    for chunk in chunks(&contribution.pairs) {
+        let mut upsert = sqlx::query(CO_PURCHASES_UPSERT.sql(chunk.len()));
+        for (a, b) in chunk {
+            upsert = upsert.bind(a.to_string()).bind(b.to_string()).bind(sign);
+        }
+        upsert.execute(&mut *conn).await?;
     }
     Ok(())
 }
