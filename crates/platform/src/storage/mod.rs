@@ -606,8 +606,8 @@ impl Tx {
                 for value in chunk.iter().copied().flatten() {
                     insert = match value {
                         Value::Int(v) => insert.bind(*v),
-                        Value::Text(v) => insert.bind(v.as_str()),
-                        Value::Bytes(v) => insert.bind(v.as_slice()),
+                        Value::Text(v) => insert.bind(v.as_deref()),
+                        Value::Bytes(v) => insert.bind(v.as_deref()),
                     };
                 }
                 insert.execute(&mut *self.tx).await?;

@@ -96,34 +96,47 @@ impl MultiRow {
     }
 }
 
-/// One value of a row given to [`crate::storage::Tx::insert_at_commit`].
+/// One value of a row given to [`crate::storage::Tx::insert_at_commit`]: a column's type, and
+/// `None` for SQL `NULL` (typed, so that PostgreSQL takes it for the column).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    Int(i64),
-    Text(String),
-    Bytes(Vec<u8>),
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
 }
 
 impl From<i64> for Value {
     fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
         Value::Int(v)
     }
 }
 
 impl From<String> for Value {
     fn from(v: String) -> Self {
-        Value::Text(v)
+        Value::Text(Some(v))
     }
 }
 
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
-        Value::Text(v.to_owned())
+        Value::Text(Some(v.to_owned()))
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        Value::Text(v.map(str::to_owned))
     }
 }
 
 impl From<Vec<u8>> for Value {
     fn from(v: Vec<u8>) -> Self {
-        Value::Bytes(v)
+        Value::Bytes(Some(v))
     }
 }

@@ -471,7 +471,7 @@ async fn rows_inserted_at_commit_arrive_with_the_commit_and_only_then(s: Setup) 
         }
     }
     tx.insert_at_commit(&NOTE_INSERT, note(7)).unwrap(); // ON CONFLICT DO NOTHING
-    let refused = tx.insert_at_commit(&NOTE_INSERT, vec![Value::Int(1)]);
+    let refused = tx.insert_at_commit(&NOTE_INSERT, vec![Value::Int(Some(1))]);
     assert!(refused.is_err(), "one value for three columns");
     assert_eq!(count(tx.conn(), "notes").await, 0, "not before the commit");
     tx.commit().await.unwrap();
