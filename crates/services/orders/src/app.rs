@@ -344,6 +344,7 @@ pub async fn place(
         correlation_id: correlation_id.to_owned(),
         created_at: now,
         updated_at: now,
+        timeline_len: 1,
     };
     let items: Vec<ItemRow> = priced
         .lines
@@ -395,7 +396,7 @@ pub async fn place(
             };
         }
     }
-    store::insert_order(tx.conn(), &order, &items).await?;
+    store::insert_order(&mut tx, &order, &items).await?;
     tx.emit(Event::OrderCreated(OrderCreated {
         order_id: order.id,
         user_id: user,
@@ -476,7 +477,7 @@ pub async fn cancel(
     let mut tx = db
         .begin(EventContext::request(NAME, correlation_id))
         .await?;
-    let order = store::lock_order(tx.conn(), id, now)
+    let order = store::lock_order(tx.conn(), id, now, 0)
         .await?
         .filter(|o| visible_to(o, caller))
         .ok_or_else(no_such_order)?;
@@ -492,10 +493,11 @@ pub async fn cancel(
             ));
         }
     };
-    let view = view_one(tx.conn(), order).await?;
     tx.commit().await?;
     tracing::info!(order_id = %id, "order cancelled by request");
-    Ok(view)
+    // Read after the commit: the timeline's new entries are written by it.
+    let mut conn = db.reader().acquire().await?;
+    view_one(&mut conn, order).await
 }
 
 // ------------------------------------------------------------ saga progress
@@ -510,13 +512,29 @@ async fn advance(
 ) -> Result<OrderRow, StorageError> {
     let from = order.state.status;
     for step in steps {
-        store::append_timeline(tx.conn(), order.id, &Entry::Status(step.status()), now).await?;
+        order.timeline_len += 1;
+        store::append_timeline(
+            tx,
+            order.id,
+            order.timeline_len,
+            &Entry::Status(step.status()),
+            now,
+        )?;
         for event in announcements(&order, *step)? {
             tx.emit(event)?;
         }
         order.state = step.state();
     }
-    if !store::update_status(tx.conn(), order.id, from, order.state, now).await? {
+    if !store::update_status(
+        tx.conn(),
+        order.id,
+        from,
+        order.state,
+        order.timeline_len,
+        now,
+    )
+    .await?
+    {
         // Cannot happen while the row is held (see `store::lock_order`); if it does, the whole
         // transaction is retried, like a serialization failure.
         return Err(StorageError::Unavailable(format!(
@@ -591,18 +609,19 @@ pub struct Observation {
 /// forward), and the status change the rules decide, with its events.
 pub async fn observe(tx: &mut Tx, seen: Observation) -> Result<(), StorageError> {
     let now = Utc::now().timestamp_millis();
-    let Some(mut order) = store::lock_order(tx.conn(), seen.order_id, now).await? else {
+    // One entry for the event itself.
+    let Some(mut order) = store::lock_order(tx.conn(), seen.order_id, now, 1).await? else {
         // Every saga event follows an OrderCreated that this service committed first.
         tracing::warn!(order_id = %seen.order_id, event = seen.event, "event for an unknown order ignored");
         return Ok(());
     };
     store::append_timeline(
-        tx.conn(),
+        tx,
         order.id,
+        order.timeline_len,
         &Entry::Event(seen.event.to_owned()),
         seen.occurred_at,
-    )
-    .await?;
+    )?;
     if let Some(payment) = seen.payment
         && payment
             .status
@@ -707,7 +726,7 @@ async fn expire(db: &Db, id: Uuid, correlation_id: &str, now: i64) -> Result<boo
     let mut tx = db
         .begin(EventContext::request(NAME, correlation_id))
         .await?;
-    let Some(order) = store::lock_order(tx.conn(), id, now).await? else {
+    let Some(order) = store::lock_order(tx.conn(), id, now, 0).await? else {
         return Ok(false);
     };
     // Dropping the transaction rolls the lock's touch back.

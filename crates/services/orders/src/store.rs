@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use emporium_events::{Address, CancellationReason, Money};
-use emporium_platform::storage::{Migration, MultiRow, StorageError, chunks};
+use emporium_platform::storage::{Migration, MultiRow, StorageError, Tx, chunks};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
@@ -97,6 +97,19 @@ pub const MIGRATIONS: &[Migration] = &[
             created_at BIGINT NOT NULL,
             PRIMARY KEY (user_id, key))",
     ),
+    // The timeline's length on the order's row: the next entry's place is known when the row is
+    // taken, so entries are written at commit without reading the timeline first.
+    Migration::portable(
+        107,
+        "orders_timeline_len",
+        "ALTER TABLE orders ADD COLUMN timeline_len BIGINT NOT NULL DEFAULT 0",
+    ),
+    Migration::portable(
+        108,
+        "orders_timeline_len_backfill",
+        "UPDATE orders SET timeline_len =
+           COALESCE((SELECT MAX(seq) FROM order_timeline t WHERE t.order_id = orders.id), 0)",
+    ),
 ];
 
 /// A product as the read model knows it.
@@ -137,6 +150,8 @@ pub struct OrderRow {
     pub correlation_id: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Entries in its timeline: the last one's `seq`.
+    pub timeline_len: i64,
 }
 
 /// One line of an order.
@@ -271,7 +286,7 @@ fn placeholders(from: usize, n: usize) -> String {
 const ORDER_COLUMNS: &str = "id, user_id, status, cancellation_reason, total_amount, currency,
     ship_name, ship_line1, ship_line2, ship_city, ship_postal_code, ship_country,
     payment_id, payment_status, shipment_id, shipment_status, tracking_number,
-    correlation_id, created_at, updated_at";
+    correlation_id, created_at, updated_at, timeline_len";
 
 fn order_from_row(row: &AnyRow) -> Result<OrderRow, StorageError> {
     let id: String = row.try_get("id")?;
@@ -330,6 +345,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRow, StorageError> {
         correlation_id: row.try_get("correlation_id")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        timeline_len: row.try_get("timeline_len")?,
     })
 }
 
@@ -340,15 +356,16 @@ static ORDER_ITEMS_INSERT: MultiRow = MultiRow::new(
     "",
 );
 
-/// Writes a new order with its lines and the first timeline entry (`PENDING`).
+/// Writes a new order with its lines and its first timeline entry, its status (`PENDING`), at
+/// `order.timeline_len` (1).
 pub async fn insert_order(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     order: &OrderRow,
     items: &[ItemRow],
 ) -> Result<(), StorageError> {
     sqlx::query(&format!(
         "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({})",
-        placeholders(1, 20)
+        placeholders(1, 21)
     ))
     .bind(order.id.to_string())
     .bind(order.user_id.to_string())
@@ -375,7 +392,8 @@ pub async fn insert_order(
     .bind(&order.correlation_id)
     .bind(order.created_at)
     .bind(order.updated_at)
-    .execute(&mut *conn)
+    .bind(order.timeline_len)
+    .execute(tx.conn())
     .await?;
     let lines: Vec<(i64, &ItemRow)> = (0..).zip(items).collect();
     for chunk in chunks(&lines) {
@@ -389,30 +407,35 @@ pub async fn insert_order(
                 .bind(item.unit_amount)
                 .bind(item.quantity);
         }
-        insert.execute(&mut *conn).await?;
+        insert.execute(tx.conn()).await?;
     }
     append_timeline(
-        conn,
+        tx,
         order.id,
+        order.timeline_len,
         &Entry::Status(order.state.status),
         order.created_at,
     )
-    .await
 }
 
 /// Takes the order's row for the rest of the transaction (a write, so a concurrent writer of the
-/// same order waits on PostgreSQL, and SQLite has one writer anyway), marks it changed at `now`
-/// and returns it, in one statement. `None` if there is no such order.
+/// same order waits on PostgreSQL, and SQLite has one writer anyway), marks it changed at `now`,
+/// makes room for `entries` more timeline entries (the returned `timeline_len` counts them: the
+/// caller appends them at `timeline_len - entries + 1` on) and returns it, in one statement.
+/// `None` if there is no such order.
 pub async fn lock_order(
     conn: &mut AnyConnection,
     id: Uuid,
     now: i64,
+    entries: i64,
 ) -> Result<Option<OrderRow>, StorageError> {
     let row = sqlx::query(&format!(
-        "UPDATE orders SET updated_at = $2 WHERE id = $1 RETURNING {ORDER_COLUMNS}"
+        "UPDATE orders SET updated_at = $2, timeline_len = timeline_len + $3 WHERE id = $1
+         RETURNING {ORDER_COLUMNS}"
     ))
     .bind(id.to_string())
     .bind(now)
+    .bind(entries)
     .fetch_optional(conn)
     .await?;
     row.as_ref().map(order_from_row).transpose()
@@ -451,10 +474,11 @@ pub async fn update_status(
     id: Uuid,
     from: Status,
     to: OrderState,
+    timeline_len: i64,
     now: i64,
 ) -> Result<bool, StorageError> {
     let done = sqlx::query(
-        "UPDATE orders SET status = $3, cancellation_reason = $4, updated_at = $5
+        "UPDATE orders SET status = $3, cancellation_reason = $4, updated_at = $5, timeline_len = $6
          WHERE id = $1 AND status = $2",
     )
     .bind(id.to_string())
@@ -462,6 +486,7 @@ pub async fn update_status(
     .bind(to.status.as_str())
     .bind(to.cancellation_reason.map(|r| r.as_str()))
     .bind(now)
+    .bind(timeline_len)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -499,11 +524,20 @@ pub async fn set_shipment(
     Ok(())
 }
 
-/// Adds an entry at the end of the order's timeline. The caller holds the order (see
-/// [`lock_order`]), so the next sequence number is its own.
-pub async fn append_timeline(
-    conn: &mut AnyConnection,
+static TIMELINE_INSERT: MultiRow = MultiRow::new(
+    "INSERT INTO order_timeline (order_id, seq, status, event, at) VALUES ",
+    0,
+    5,
+    "",
+);
+
+/// Adds an entry to the order's timeline at `seq`, a place the caller made on the held row (see
+/// [`lock_order`]). Written at commit, with the transaction's other entries: the timeline is read
+/// only after the commit.
+pub fn append_timeline(
+    tx: &mut Tx,
     id: Uuid,
+    seq: i64,
     entry: &Entry,
     at: i64,
 ) -> Result<(), StorageError> {
@@ -511,17 +545,16 @@ pub async fn append_timeline(
         Entry::Status(status) => (Some(status.as_str()), None),
         Entry::Event(event) => (None, Some(event.as_str())),
     };
-    sqlx::query(
-        "INSERT INTO order_timeline (order_id, seq, status, event, at)
-         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM order_timeline WHERE order_id = $1",
+    tx.insert_at_commit(
+        &TIMELINE_INSERT,
+        vec![
+            id.to_string().into(),
+            seq.into(),
+            status.into(),
+            event.into(),
+            at.into(),
+        ],
     )
-    .bind(id.to_string())
-    .bind(status)
-    .bind(event)
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Which orders a listing shows.

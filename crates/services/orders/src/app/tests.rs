@@ -14,7 +14,7 @@ use emporium_platform::{
     api::PageRequest,
     auth::AuthUser,
     bus::consumer::EventHandler,
-    storage::{Db, EventContext, testing::TestDb},
+    storage::{Db, EventContext, Migration, testing::TestDb},
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -49,6 +49,15 @@ fn admin() -> AuthUser {
         id: Uuid::now_v7(),
         role: Role::Admin,
     }
+}
+
+/// Each timeline entry's status or event, in order.
+fn entries(order: &OrderView) -> Vec<String> {
+    order
+        .timeline
+        .iter()
+        .map(|t| t.status.clone().or(t.event.clone()).unwrap())
+        .collect()
 }
 
 /// Delivers `event` to the consumer, in its own transaction, as the bus would.
@@ -334,11 +343,7 @@ async fn the_saga_confirms_ships_and_delivers_with_its_events_and_summaries(db: 
         (payment.id, payment.status.as_str()),
         (payment_id.to_string(), "AUTHORIZED")
     );
-    let timeline: Vec<String> = confirmed
-        .timeline
-        .iter()
-        .map(|t| t.status.clone().or(t.event.clone()).unwrap())
-        .collect();
+    let timeline = entries(&confirmed);
     assert_eq!(
         timeline,
         [
@@ -761,4 +766,60 @@ async fn new_orders_are_refused_while_enough_pending_orders_are_too_old(db: Test
     let last_at = placed_at(&db, last).await;
     lazy.check_at(last_at + 60_000).await.unwrap();
     admission.check_at(last_at + 60_000).await.unwrap_err();
+}
+
+/// An order placed before its row kept the timeline's length (migrations 107 and 108) goes on
+/// with its timeline after the upgrade: the next entries follow the ones it had.
+#[tokio::test]
+async fn an_order_from_before_the_upgrade_continues_its_timeline() {
+    let before: Vec<Migration> = store::MIGRATIONS
+        .iter()
+        .copied()
+        .filter(|m| m.version < 107)
+        .collect();
+    let db = emporium_platform::storage::testing::sqlite(NAME, &before).await;
+    let ada = customer();
+    let order = Uuid::now_v7();
+    let mut tx = db.begin(EventContext::request(NAME, "c")).await.unwrap();
+    sqlx::query(
+        "INSERT INTO orders (id, user_id, status, total_amount, currency, ship_name, ship_line1,
+             ship_city, ship_postal_code, ship_country, correlation_id, created_at, updated_at)
+         VALUES ($1, $2, 'PENDING', 5000, 'USD', 'Ada', '1 Lane', 'London', 'N1', 'GB', 'c', 1, 1)",
+    )
+    .bind(order.to_string())
+    .bind(ada.id.to_string())
+    .execute(tx.conn())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO order_timeline (order_id, seq, status, event, at)
+         VALUES ($1, 1, 'PENDING', NULL, 1), ($1, 2, NULL, 'InventoryReserved', 2)",
+    )
+    .bind(order.to_string())
+    .execute(tx.conn())
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    db.migrate(store::MIGRATIONS).await.unwrap();
+    deliver(
+        &db,
+        Event::PaymentAuthorized(PaymentAuthorized {
+            order_id: order,
+            payment_id: Uuid::now_v7(),
+            amount: Money::new(5000, "USD"),
+        }),
+    )
+    .await;
+    let confirmed = get(&db, &ada, order).await.unwrap();
+    let timeline = entries(&confirmed);
+    assert_eq!(
+        timeline,
+        [
+            "PENDING",
+            "InventoryReserved",
+            "PaymentAuthorized",
+            "CONFIRMED"
+        ]
+    );
 }
