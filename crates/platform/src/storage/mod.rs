@@ -569,7 +569,9 @@ impl Tx {
     /// Inserts `row` (a value per column of `statement`) at [`Tx::commit`], together with every
     /// other row the transaction gave `statement`: a few multi-row statements ([`MULTI_ROW_SIZES`]
     /// rows each) instead of one per row. For rows the transaction does not read back, such as an
-    /// index: until the commit they are not in the table, and an error in them is the commit's.
+    /// index: until the commit (or [`Tx::insert_pending_rows`]) they are not in the table, and an
+    /// error in them is the commit's (a consumer cannot tell which event's row failed: it retries
+    /// the batch event by event, and the event it first blamed loses an attempt).
     /// One statement's rows must not update one row twice (PostgreSQL refuses `ON CONFLICT DO
     /// UPDATE` on a row twice in a statement); `ON CONFLICT DO NOTHING` is fine.
     pub fn insert_at_commit(
@@ -597,8 +599,9 @@ impl Tx {
         Ok(())
     }
 
-    /// Runs the statements of [`Tx::insert_at_commit`], each with all its rows.
-    async fn write_deferred(&mut self) -> Result<(), StorageError> {
+    /// Writes the rows given to [`Tx::insert_at_commit`] so far, now: for a transaction that must
+    /// read them back before it commits.
+    pub async fn insert_pending_rows(&mut self) -> Result<(), StorageError> {
         for (statement, values) in std::mem::take(&mut self.deferred) {
             let rows: Vec<&[Value]> = values.chunks(statement.columns()).collect();
             for chunk in chunks(&rows) {
@@ -710,7 +713,7 @@ impl Tx {
     /// Commits state, the rows of [`Tx::insert_at_commit`] and events together, then wakes the
     /// relay.
     pub async fn commit(mut self) -> Result<(), StorageError> {
-        self.write_deferred().await?;
+        self.insert_pending_rows().await?;
         let emitted = !self.outbox.is_empty();
         if emitted {
             self.write_outbox().await?;

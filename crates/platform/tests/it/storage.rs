@@ -26,14 +26,16 @@ const ITEMS: &[Migration] = &[Migration::portable(
 const NOTES: Migration = Migration {
     version: 101,
     name: "notes",
-    sqlite: "CREATE TABLE notes (id TEXT PRIMARY KEY, n BIGINT NOT NULL, body BLOB NOT NULL)",
-    postgres: "CREATE TABLE notes (id TEXT PRIMARY KEY, n BIGINT NOT NULL, body BYTEA NOT NULL)",
+    sqlite: "CREATE TABLE notes (id TEXT PRIMARY KEY, n BIGINT NOT NULL, body BLOB NOT NULL,
+        label TEXT, m BIGINT)",
+    postgres: "CREATE TABLE notes (id TEXT PRIMARY KEY, n BIGINT NOT NULL, body BYTEA NOT NULL,
+        label TEXT, m BIGINT)",
 };
 
 static NOTE_INSERT: MultiRow = MultiRow::new(
-    "INSERT INTO notes (id, n, body) VALUES ",
+    "INSERT INTO notes (id, n, body, label, m) VALUES ",
     0,
-    3,
+    5,
     " ON CONFLICT (id) DO NOTHING",
 );
 
@@ -448,43 +450,53 @@ async fn count(conn: &mut sqlx::AnyConnection, table: &str) -> i64 {
 }
 
 /// Rows given to `insert_at_commit` are written by the commit, in multi-row statements (70 rows:
-/// 64 + 4 + 2), each statement with its own rows; a transaction rolled back writes none, and
+/// 64 + 4 + 2, the last two the same row, which `ON CONFLICT DO NOTHING` takes once), each
+/// statement with its own rows, typed `NULL`s included; a transaction rolled back writes none, and
 /// a row of the wrong width is refused when it is given.
 async fn rows_inserted_at_commit_arrive_with_the_commit_and_only_then(s: Setup) {
     s.db.migrate(&[ITEMS[0], NOTES]).await.unwrap();
     let note = |i: i64| {
+        let even = i % 2 == 0;
         vec![
             format!("note-{i:02}").into(),
             i.into(),
             vec![i as u8; 3].into(),
+            Value::Text(even.then(|| format!("label {i}"))),
+            Value::Int(even.then_some(i * 10)),
         ]
     };
     let mut tx =
         s.db.begin(EventContext::request("items", "c"))
             .await
             .unwrap();
-    for i in 0..70 {
+    for i in 0..69 {
         tx.insert_at_commit(&NOTE_INSERT, note(i)).unwrap();
         if i % 10 == 0 {
             tx.insert_at_commit(&ITEM_INSERT, vec![format!("item-{i}").into()])
                 .unwrap();
         }
     }
-    tx.insert_at_commit(&NOTE_INSERT, note(7)).unwrap(); // ON CONFLICT DO NOTHING
+    tx.insert_at_commit(&NOTE_INSERT, note(68)).unwrap();
     let refused = tx.insert_at_commit(&NOTE_INSERT, vec![Value::Int(Some(1))]);
     assert!(refused.is_err(), "one value for three columns");
     assert_eq!(count(tx.conn(), "notes").await, 0, "not before the commit");
     tx.commit().await.unwrap();
 
     let mut conn = s.db.reader().acquire().await.unwrap();
-    assert_eq!(count(&mut conn, "notes").await, 70);
+    assert_eq!(count(&mut conn, "notes").await, 69);
     assert_eq!(count(&mut conn, "items").await, 7);
-    let (n, body): (i64, Vec<u8>) = sqlx::query_as("SELECT n, body FROM notes WHERE id = $1")
-        .bind("note-69")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    assert_eq!((n, body), (69, vec![69u8; 3]));
+    type Note = (i64, Vec<u8>, Option<String>, Option<i64>);
+    let read = |id: &'static str| {
+        sqlx::query_as::<_, Note>("SELECT n, body, label, m FROM notes WHERE id = $1").bind(id)
+    };
+    assert_eq!(
+        read("note-68").fetch_one(&mut *conn).await.unwrap(),
+        (68, vec![68u8; 3], Some("label 68".into()), Some(680))
+    );
+    assert_eq!(
+        read("note-67").fetch_one(&mut *conn).await.unwrap(),
+        (67, vec![67u8; 3], None, None)
+    );
 
     let mut tx =
         s.db.begin(EventContext::request("items", "c"))
@@ -492,7 +504,7 @@ async fn rows_inserted_at_commit_arrive_with_the_commit_and_only_then(s: Setup) 
             .unwrap();
     tx.insert_at_commit(&NOTE_INSERT, note(99)).unwrap();
     drop(tx);
-    assert_eq!(count(&mut conn, "notes").await, 70, "rolled back");
+    assert_eq!(count(&mut conn, "notes").await, 69, "rolled back");
 }
 
 /// Several instances of a service each run a relay on the one database while writers on both
