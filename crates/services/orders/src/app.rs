@@ -493,11 +493,12 @@ pub async fn cancel(
             ));
         }
     };
+    // The new timeline entries first, so that the answer shows them.
+    tx.insert_pending_rows().await?;
+    let view = view_one(tx.conn(), order).await?;
     tx.commit().await?;
     tracing::info!(order_id = %id, "order cancelled by request");
-    // Read after the commit: the timeline's new entries are written by it.
-    let mut conn = db.reader().acquire().await?;
-    view_one(&mut conn, order).await
+    Ok(view)
 }
 
 // ------------------------------------------------------------ saga progress
@@ -711,8 +712,14 @@ pub async fn expire_overdue(db: &Db, timeout: Duration) -> Result<usize, Storage
             store::overdue(&mut conn, cutoff, SWEEP_BATCH).await?
         };
         for (id, correlation_id) in &overdue {
-            if expire(db, *id, correlation_id, now).await? {
-                expired += 1;
+            match expire(db, *id, correlation_id, now).await {
+                Ok(true) => expired += 1,
+                Ok(false) => {}
+                Err(e) if e.is_unavailable() => return Err(e),
+                // One order that cannot be cancelled must not stop the sweep for every other.
+                Err(e) => {
+                    tracing::error!(order_id = %id, error = %e, "cannot cancel an overdue order")
+                }
             }
         }
         if (overdue.len() as i64) < SWEEP_BATCH {

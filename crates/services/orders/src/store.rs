@@ -429,8 +429,14 @@ pub async fn lock_order(
     now: i64,
     entries: i64,
 ) -> Result<Option<OrderRow>, StorageError> {
+    // A length of 0 is an order written by an older version (a new order has its `PENDING`
+    // entry): counted from its timeline then.
     let row = sqlx::query(&format!(
-        "UPDATE orders SET updated_at = $2, timeline_len = timeline_len + $3 WHERE id = $1
+        "UPDATE orders SET updated_at = $2,
+           timeline_len = CASE WHEN timeline_len = 0
+             THEN (SELECT COALESCE(MAX(seq), 0) FROM order_timeline t WHERE t.order_id = orders.id)
+             ELSE timeline_len END + $3
+         WHERE id = $1
          RETURNING {ORDER_COLUMNS}"
     ))
     .bind(id.to_string())

@@ -392,7 +392,12 @@ pub async fn insert_order(
     // One row per product, so that a statement never updates a row twice.
     let mut quantities: BTreeMap<Uuid, i64> = BTreeMap::new();
     for (product_id, quantity) in lines {
-        *quantities.entry(*product_id).or_default() += quantity;
+        let sum = quantities.entry(*product_id).or_default();
+        *sum = sum.checked_add(*quantity).ok_or_else(|| {
+            StorageError::Query(format!(
+                "order {order_id}: quantity of {product_id} overflows"
+            ))
+        })?;
     }
     let rows: Vec<(Uuid, i64)> = quantities.into_iter().collect();
     for chunk in chunks(&rows) {

@@ -31,6 +31,8 @@ emporium_platform::on_both_backends!(
     the_saga_confirms_ships_and_delivers_with_its_events_and_summaries,
     a_customer_cancels_their_own_order_once,
     the_sweeper_cancels_only_overdue_pending_orders,
+    an_order_the_sweeper_cannot_cancel_does_not_stop_it,
+    two_events_for_one_order_in_one_transaction_keep_its_timeline_in_order,
     new_orders_are_refused_while_enough_pending_orders_are_too_old,
     listings_page_newest_first_within_the_callers_scope,
     a_product_deleted_before_its_reservation_cancels_with_product_unavailable,
@@ -686,6 +688,64 @@ async fn placed_at(db: &Db, order: Uuid) -> i64 {
         .unwrap()
 }
 
+/// An overdue order that cannot be cancelled (here its row no longer reads: an unknown payment
+/// status) is logged and passed over; the sweep goes on with the next.
+async fn an_order_the_sweeper_cannot_cancel_does_not_stop_it(db: TestDb) {
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let broken = place_for(&db, &ada, &[(lamp, 1)]).await;
+    let stuck = place_for(&db, &ada, &[(lamp, 1)]).await;
+    let mut tx = db.begin(EventContext::request(NAME, "c")).await.unwrap();
+    sqlx::query("UPDATE orders SET payment_id = $2, payment_status = 'BOGUS' WHERE id = $1")
+        .bind(broken.to_string())
+        .bind(Uuid::now_v7().to_string())
+        .execute(tx.conn())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(expire_overdue(&db, Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(get(&db, &ada, stuck).await.unwrap().status, "CANCELLED");
+}
+
+/// Two saga events of one order in one consumer transaction (a batch): each takes its place in
+/// the timeline, the second after the first's status change.
+async fn two_events_for_one_order_in_one_transaction_keep_its_timeline_in_order(db: TestDb) {
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let order = place_for(&db, &ada, &[(lamp, 1)]).await;
+    let events = [
+        Event::PaymentAuthorized(PaymentAuthorized {
+            order_id: order,
+            payment_id: Uuid::now_v7(),
+            amount: Money::new(2500, "USD"),
+        }),
+        Event::InventoryReserved(InventoryReserved {
+            order_id: order,
+            items: vec![StockLine {
+                product_id: lamp,
+                quantity: 1,
+            }],
+        }),
+    ];
+    let mut tx = db.begin(EventContext::request(NAME, "c")).await.unwrap();
+    for event in events {
+        let envelope = Envelope::new("test", "corr-test", None, event);
+        tx.set_context(EventContext::caused_by(NAME, &envelope));
+        OrdersConsumer.handle(&mut tx, &envelope).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(
+        entries(&get(&db, &ada, order).await.unwrap()),
+        [
+            "PENDING",
+            "PaymentAuthorized",
+            "CONFIRMED",
+            "InventoryReserved"
+        ]
+    );
+}
+
 async fn new_orders_are_refused_while_enough_pending_orders_are_too_old(db: TestDb) {
     use crate::admission::Admission;
     let limit = Duration::from_secs(10);
@@ -770,14 +830,7 @@ async fn new_orders_are_refused_while_enough_pending_orders_are_too_old(db: Test
 
 /// An order placed before its row kept the timeline's length (migrations 107 and 108) goes on
 /// with its timeline after the upgrade: the next entries follow the ones it had.
-#[tokio::test]
-async fn an_order_from_before_the_upgrade_continues_its_timeline() {
-    let before: Vec<Migration> = store::MIGRATIONS
-        .iter()
-        .copied()
-        .filter(|m| m.version < 107)
-        .collect();
-    let db = emporium_platform::storage::testing::sqlite(NAME, &before).await;
+async fn an_order_from_before_the_upgrade_continues_its_timeline(db: TestDb) {
     let ada = customer();
     let order = Uuid::now_v7();
     let mut tx = db.begin(EventContext::request(NAME, "c")).await.unwrap();
@@ -811,10 +864,8 @@ async fn an_order_from_before_the_upgrade_continues_its_timeline() {
         }),
     )
     .await;
-    let confirmed = get(&db, &ada, order).await.unwrap();
-    let timeline = entries(&confirmed);
     assert_eq!(
-        timeline,
+        entries(&get(&db, &ada, order).await.unwrap()),
         [
             "PENDING",
             "InventoryReserved",
@@ -822,4 +873,32 @@ async fn an_order_from_before_the_upgrade_continues_its_timeline() {
             "CONFIRMED"
         ]
     );
+}
+
+fn before_the_timeline_length() -> Vec<Migration> {
+    store::MIGRATIONS
+        .iter()
+        .copied()
+        .filter(|m| m.version < 107)
+        .collect()
+}
+
+mod upgrade {
+    use emporium_platform::storage::testing;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let db = testing::sqlite(super::NAME, &super::before_the_timeline_length()).await;
+        super::an_order_from_before_the_upgrade_continues_its_timeline(db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let test = concat!(module_path!(), "::postgres");
+        if let Some(db) =
+            testing::postgres(super::NAME, test, &super::before_the_timeline_length()).await
+        {
+            super::an_order_from_before_the_upgrade_continues_its_timeline(db).await;
+        }
+    }
 }
