@@ -21,8 +21,8 @@
 //! outcome of each order (confirmed or cancelled, and the server's own timestamps) is read once,
 //! after the run, per customer.
 //!
-//! Runs are meant to last minutes: the admin's and the customers' tokens are issued once, at the
-//! start, and expire after 15 minutes (a longer run shows `UNAUTHENTICATED` errors).
+//! Tokens expire after 15 minutes and runs may last longer (100,000 orders at 100/s): the admin
+//! and every customer log in again every [`RENEW_EVERY`].
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -113,6 +113,69 @@ const SWEEP_GRACE: Duration = Duration::from_secs(10);
 /// How long setup steps and settling may take before the run gives up.
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "load-generator-password";
+
+/// How often the generator's sessions log in again: well within the tokens' 15 minutes.
+const RENEW_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// A session's bearer token, replaced by [`renew_sessions`] before it expires.
+#[derive(Clone)]
+struct Token(Arc<Mutex<String>>);
+
+impl Token {
+    fn new(token: String) -> Self {
+        Token(Arc::new(Mutex::new(token)))
+    }
+
+    fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, token: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+}
+
+/// Logs the admin and every customer in again `every` ([`RENEW_EVERY`]), for as long as it runs.
+/// A failed login keeps the old token (it is still valid for a while) and is tried at the next turn.
+async fn renew_sessions(
+    api: Api,
+    fixture: Arc<Fixture>,
+    admin_email: String,
+    admin_password: String,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        let sessions = std::iter::once((
+            &fixture.admin,
+            admin_email.as_str(),
+            admin_password.as_str(),
+        ))
+        .chain(
+            fixture
+                .customers
+                .iter()
+                .map(|c| (&c.token, c.email.as_str(), PASSWORD)),
+        );
+        for (token, email, password) in sessions {
+            match api
+                .post::<SessionDoc>(
+                    "/api/auth/login",
+                    None,
+                    &json!({"email": email, "password": password}),
+                    StatusCode::OK,
+                )
+                .await
+            {
+                Ok(session) => token.set(session.access_token),
+                Err(e) => {
+                    tracing::warn!(email, error = %e, "cannot renew a session; keeping its token")
+                }
+            }
+        }
+    }
+}
 
 // ------------------------------------------------------------------------------ HTTP
 
@@ -368,7 +431,7 @@ impl OrderDoc {
 
 /// What the run created: who places orders, and what they order.
 struct Fixture {
-    admin: String,
+    admin: Token,
     customers: Vec<Customer>,
     products: Vec<String>,
     stock: i64,
@@ -376,7 +439,8 @@ struct Fixture {
 
 struct Customer {
     id: String,
-    token: String,
+    email: String,
+    token: Token,
 }
 
 /// One placement attempt.
@@ -460,6 +524,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         bar
     };
     let fixture = Arc::new(fixture);
+    let renewing = tokio::spawn(renew_sessions(
+        api.clone(),
+        fixture.clone(),
+        args.admin_email.clone(),
+        args.admin_password.clone(),
+        RENEW_EVERY,
+    ));
     let observer = tokio::spawn(observe(
         api.clone(),
         fixture.admin.clone(),
@@ -505,7 +576,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     progress.finish_and_clear();
 
     say("Waiting for the platform to settle…");
-    let settled = settle(&api, &fixture.admin).await?;
+    let settled = settle(&api, &fixture.admin.get()).await?;
     let orders: Vec<OrderDoc> = {
         let mut all = Vec::new();
         for customer in &fixture.customers {
@@ -513,7 +584,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 api.all_pages::<OrderDoc>(
                     "/api/orders",
                     &[("userId", customer.id.as_str())],
-                    &fixture.admin,
+                    &fixture.admin.get(),
                 )
                 .await
                 .context("reading back the orders placed")?,
@@ -522,10 +593,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         all
     };
     let stock: Vec<StockDoc> = api
-        .all_pages("/api/inventory", &[], &fixture.admin)
+        .all_pages("/api/inventory", &[], &fixture.admin.get())
         .await
         .context("reading the stock levels")?;
 
+    renewing.abort();
     let finished = std::mem::take(&mut tracker.lock().unwrap_or_else(|e| e.into_inner()).finished);
     let report = Report::build(ReportInput {
         args: &args,
@@ -645,23 +717,26 @@ async fn set_up(api: &Api, admin: String, args: &LoadArgs) -> anyhow::Result<Fix
         let api = api.clone();
         let email = format!("load-{run}-{i}@load.emporium.test");
         registering.spawn(async move {
-            api.post::<SessionDoc>(
-                "/api/auth/register",
-                None,
-                &json!({"email": email, "password": PASSWORD, "name": format!("Load customer {i}")}),
-                StatusCode::CREATED,
-            )
-            .await
+            let session = api
+                .post::<SessionDoc>(
+                    "/api/auth/register",
+                    None,
+                    &json!({"email": email, "password": PASSWORD, "name": format!("Load customer {i}")}),
+                    StatusCode::CREATED,
+                )
+                .await;
+            session.map(|session| (email, session))
         });
     }
     let mut customers = Vec::new();
     while let Some(joined) = registering.join_next().await {
-        let session = joined
+        let (email, session) = joined
             .context("a registration task failed")?
             .context("registering a customer (POST /api/auth/register)")?;
         customers.push(Customer {
             id: session.user.id,
-            token: session.access_token,
+            email,
+            token: Token::new(session.access_token),
         });
     }
     let deadline = Instant::now() + SETTLE_LIMIT;
@@ -706,7 +781,7 @@ async fn set_up(api: &Api, admin: String, args: &LoadArgs) -> anyhow::Result<Fix
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(Fixture {
-        admin,
+        admin: Token::new(admin),
         customers,
         products,
         stock,
@@ -742,7 +817,7 @@ async fn place_one(
     let result = api
         .post::<IdDoc>(
             "/api/orders",
-            Some(&customer.token),
+            Some(&customer.token.get()),
             &body,
             StatusCode::ACCEPTED,
         )
@@ -848,7 +923,7 @@ async fn place_closed_loop(
 /// the saga timeout and the sweeper's grace have passed since the last accepted order.
 async fn observe(
     api: Api,
-    admin: String,
+    admin: Token,
     tracker: Arc<Mutex<Tracker>>,
     placing_done: Arc<AtomicBool>,
     poll: Duration,
@@ -879,7 +954,7 @@ async fn observe(
         let began = Instant::now();
         if outstanding > 0 {
             observed.polls += 1;
-            match pending_ids(&api, &admin, &mut observed.pages).await {
+            match pending_ids(&api, &admin.get(), &mut observed.pages).await {
                 Ok(pending) => {
                     let seen = Instant::now();
                     let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -1284,5 +1359,69 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every session logs in again on schedule and takes its new token; a refused login keeps the
+    /// token it had. Against a stand-in for `POST /api/auth/login` that numbers its answers.
+    #[tokio::test]
+    async fn sessions_log_in_again_before_their_tokens_expire() {
+        let logins = Arc::new(AtomicU64::new(0));
+        let counter = logins.clone();
+        let app = axum::Router::new().route(
+            "/api/auth/login",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let email = body["email"].as_str().unwrap_or_default().to_owned();
+                    if email == "refused@load.test" {
+                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({})));
+                    }
+                    let session =
+                        json!({"accessToken": format!("{email}#{n}"), "user": {"id": "u"}});
+                    (axum::http::StatusCode::OK, axum::Json(session))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = Api::new(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let customer = |email: &str| Customer {
+            id: "u".into(),
+            email: email.into(),
+            token: Token::new("first".into()),
+        };
+        let fixture = Arc::new(Fixture {
+            admin: Token::new("first".into()),
+            customers: vec![customer("ada@load.test"), customer("refused@load.test")],
+            products: Vec::new(),
+            stock: 0,
+        });
+
+        let renewing = tokio::spawn(renew_sessions(
+            api,
+            fixture.clone(),
+            "admin@load.test".into(),
+            "secret".into(),
+            Duration::from_millis(20),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while logins.load(Ordering::SeqCst) < 6 {
+            assert!(Instant::now() < deadline, "no second round of logins");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        renewing.abort();
+        assert!(fixture.admin.get().starts_with("admin@load.test#"));
+        assert!(
+            fixture.customers[0]
+                .token
+                .get()
+                .starts_with("ada@load.test#")
+        );
+        assert_eq!(fixture.customers[1].token.get(), "first");
     }
 }
