@@ -604,17 +604,15 @@ impl Tx {
     pub async fn insert_pending_rows(&mut self) -> Result<(), StorageError> {
         for (statement, values) in std::mem::take(&mut self.deferred) {
             let rows: Vec<&[Value]> = values.chunks(statement.columns()).collect();
-            for chunk in chunks(&rows) {
-                let mut insert = sqlx::query(statement.sql(chunk.len()));
-                for value in chunk.iter().copied().flatten() {
-                    insert = match value {
+            statement
+                .execute_for(&mut self.tx, &rows, |insert, row| {
+                    row.iter().fold(insert, |insert, value| match value {
                         Value::Int(v) => insert.bind(*v),
                         Value::Text(v) => insert.bind(v.as_deref()),
                         Value::Bytes(v) => insert.bind(v.as_deref()),
-                    };
-                }
-                insert.execute(&mut *self.tx).await?;
-            }
+                    })
+                })
+                .await?;
         }
         Ok(())
     }
@@ -643,18 +641,16 @@ impl Tx {
             }
         }
         let rows = std::mem::take(&mut self.outbox);
-        for chunk in chunks(&rows) {
-            let mut insert = sqlx::query(OUTBOX_INSERT.sql(chunk.len()));
-            for row in chunk {
-                insert = insert
+        OUTBOX_INSERT
+            .execute_for(&mut self.tx, &rows, |insert, row| {
+                insert
                     .bind(row.topic.as_str())
                     .bind(row.key.as_str())
                     .bind(row.payload.as_slice())
                     .bind(row.headers.as_str())
-                    .bind(row.created_at);
-            }
-            insert.execute(&mut *self.tx).await?;
-        }
+                    .bind(row.created_at)
+            })
+            .await?;
         Ok(())
     }
 

@@ -12,6 +12,8 @@
 //! assert_eq!(INSERT.sql(4), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6), ($7, $8)");
 //! ```
 
+use sqlx::{Any, AnyConnection, any::AnyArguments, query::Query};
+
 /// Rows per multi-row statement, largest first: a few fixed sizes, so that few statements are
 /// prepared, and every small count up to 4 (an order's lines) in one.
 pub const MULTI_ROW_SIZES: [usize; 6] = [64, 16, 4, 3, 2, 1];
@@ -65,6 +67,25 @@ impl MultiRow {
     /// Parameters before the rows' (used by `head` itself).
     pub(super) fn leading(&self) -> usize {
         self.leading
+    }
+
+    /// Runs this statement for every one of `rows`, [`chunks`] of them at a time; `bind` binds
+    /// one row's values (after the `leading` ones, which this cannot give).
+    pub async fn execute_for<'q, T>(
+        &'q self,
+        conn: &mut AnyConnection,
+        rows: &'q [T],
+        bind: impl Fn(Query<'q, Any, AnyArguments<'q>>, &'q T) -> Query<'q, Any, AnyArguments<'q>>,
+    ) -> Result<(), sqlx::Error> {
+        for chunk in chunks(rows) {
+            let query = chunk
+                .iter()
+                .fold(sqlx::query(self.sql(chunk.len())), |query, row| {
+                    bind(query, row)
+                });
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 
     /// The statement for `rows` rows (one of [`MULTI_ROW_SIZES`]; empty for any other count).

@@ -6,7 +6,7 @@
 //! - `reservations`: the units held for an order, one row per product.
 
 use emporium_events::StockLine;
-use emporium_platform::storage::{Migration, MultiRow, StorageError, chunks};
+use emporium_platform::storage::{Migration, MultiRow, StorageError};
 use sqlx::{Any, AnyConnection, Connection, Executor};
 use uuid::Uuid;
 
@@ -252,16 +252,14 @@ pub async fn try_reserve(
             low: low != 0,
         });
     }
-    for chunk in chunks(lines) {
-        let mut insert = sqlx::query(RESERVATIONS_INSERT.sql(chunk.len()));
-        for line in chunk {
-            insert = insert
+    RESERVATIONS_INSERT
+        .execute_for(&mut savepoint, lines, |insert, line| {
+            insert
                 .bind(order_id.to_string())
                 .bind(line.product_id.to_string())
-                .bind(line.quantity);
-        }
-        insert.execute(&mut *savepoint).await?;
-    }
+                .bind(line.quantity)
+        })
+        .await?;
     savepoint.commit().await?;
     Ok(Reservation::Held(held))
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use emporium_events::{Address, CancellationReason, Money};
-use emporium_platform::storage::{Migration, MultiRow, StorageError, Tx, chunks};
+use emporium_platform::storage::{Migration, MultiRow, StorageError, Tx};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
@@ -396,19 +396,17 @@ pub async fn insert_order(
     .execute(tx.conn())
     .await?;
     let lines: Vec<(i64, &ItemRow)> = (0..).zip(items).collect();
-    for chunk in chunks(&lines) {
-        let mut insert = sqlx::query(ORDER_ITEMS_INSERT.sql(chunk.len()));
-        for (line, item) in chunk {
-            insert = insert
+    ORDER_ITEMS_INSERT
+        .execute_for(tx.conn(), &lines, |insert, (line, item)| {
+            insert
                 .bind(order.id.to_string())
                 .bind(*line)
                 .bind(&item.product_id)
                 .bind(&item.name)
                 .bind(item.unit_amount)
-                .bind(item.quantity);
-        }
-        insert.execute(tx.conn()).await?;
-    }
+                .bind(item.quantity)
+        })
+        .await?;
     append_timeline(
         tx,
         order.id,

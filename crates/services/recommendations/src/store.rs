@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use emporium_platform::storage::{Migration, MultiRow, StorageError, chunks};
+use emporium_platform::storage::{Migration, MultiRow, StorageError};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
@@ -400,16 +400,14 @@ pub async fn insert_order(
         })?;
     }
     let rows: Vec<(Uuid, i64)> = quantities.into_iter().collect();
-    for chunk in chunks(&rows) {
-        let mut insert = sqlx::query(ORDER_LINES_INSERT.sql(chunk.len()));
-        for (product_id, quantity) in chunk {
-            insert = insert
+    ORDER_LINES_INSERT
+        .execute_for(conn, &rows, |insert, (product_id, quantity)| {
+            insert
                 .bind(order_id.to_string())
                 .bind(product_id.to_string())
-                .bind(*quantity);
-        }
-        insert.execute(&mut *conn).await?;
-    }
+                .bind(*quantity)
+        })
+        .await?;
     Ok(true)
 }
 
@@ -473,20 +471,16 @@ pub async fn add_contribution(
     sign: i64,
 ) -> Result<(), StorageError> {
     // `Contribution` holds each product and each pair once: no statement updates a row twice.
-    for chunk in chunks(&contribution.products) {
-        let mut upsert = sqlx::query(SALES_UPSERT.sql(chunk.len()));
-        for product_id in chunk {
-            upsert = upsert.bind(product_id.to_string()).bind(sign);
-        }
-        upsert.execute(&mut *conn).await?;
-    }
-    for chunk in chunks(&contribution.pairs) {
-        let mut upsert = sqlx::query(CO_PURCHASES_UPSERT.sql(chunk.len()));
-        for (a, b) in chunk {
-            upsert = upsert.bind(a.to_string()).bind(b.to_string()).bind(sign);
-        }
-        upsert.execute(&mut *conn).await?;
-    }
+    SALES_UPSERT
+        .execute_for(conn, &contribution.products, |upsert, product_id| {
+            upsert.bind(product_id.to_string()).bind(sign)
+        })
+        .await?;
+    CO_PURCHASES_UPSERT
+        .execute_for(conn, &contribution.pairs, |upsert, (a, b)| {
+            upsert.bind(a.to_string()).bind(b.to_string()).bind(sign)
+        })
+        .await?;
     Ok(())
 }
 
