@@ -63,6 +63,9 @@ pub struct Config {
     /// longer ago than this: the saga has fallen behind and would only cancel them with `TIMEOUT`.
     #[serde(with = "human_duration")]
     pub max_saga_backlog: Duration,
+    /// Most orders one orders instance places at once; the next is refused at once (503,
+    /// `Retry-After`) instead of queueing in front of the database.
+    pub max_placements_in_flight: usize,
     pub bus: BusConfig,
     pub http: HttpConfig,
     pub gateway: GatewayConfig,
@@ -290,6 +293,9 @@ impl Config {
         if self.max_saga_backlog.is_zero() {
             return fail("max_saga_backlog", "must be longer than zero");
         }
+        if self.max_placements_in_flight == 0 {
+            return fail("max_placements_in_flight", "must be at least 1");
+        }
         if self.admin_email.is_some() != self.admin_password.is_some() {
             return fail(
                 "admin_email",
@@ -465,6 +471,7 @@ mod tests {
         assert_eq!(c.payment_limit, 1_000_000);
         assert_eq!(c.saga_timeout, Duration::from_secs(30));
         assert_eq!(c.max_saga_backlog, Duration::from_secs(5));
+        assert_eq!(c.max_placements_in_flight, 32);
         assert_eq!(
             c.shipping_dispatch_delay,
             DispatchDelay::After(Duration::from_secs(30))
@@ -542,6 +549,16 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("EMPORIUM_SAGA_TIMEOUT", "soon", "saga_timeout"),
             ("EMPORIUM_MAX_SAGA_BACKLOG", "0s", "max_saga_backlog"),
+            (
+                "EMPORIUM_MAX_PLACEMENTS_IN_FLIGHT",
+                "0",
+                "max_placements_in_flight",
+            ),
+            (
+                "EMPORIUM_MAX_PLACEMENTS_IN_FLIGHT",
+                "many",
+                "max_placements_in_flight",
+            ),
             ("EMPORIUM_LISTEN", "not-an-address", "listen"),
             ("EMPORIUM_PAYMENT_LIMIT", "lots", "payment_limit"),
             ("EMPORIUM_PAYMENT_LIMIT", "-5", "payment_limit"),

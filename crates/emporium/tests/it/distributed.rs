@@ -217,7 +217,7 @@ async fn the_saga_tests_pass_through_a_cluster_with_two_inventory_and_two_paymen
     let Some(cluster) = Cluster::start(
         "the_saga_tests_pass_through_a_cluster",
         &["inventory", "payments"],
-        &[],
+        &[saga::SIXTY_AT_ONCE],
     )
     .await
     else {

@@ -1,6 +1,14 @@
-//! Admission control for new orders: while the saga has fallen too far behind, `POST /api/orders`
-//! answers 503 `SERVICE_UNAVAILABLE` with `Retry-After` instead of accepting orders it would only
-//! cancel with `TIMEOUT` later.
+//! Admission control for new orders: `POST /api/orders` answers 503 `SERVICE_UNAVAILABLE` with
+//! `Retry-After` instead of accepting work it cannot finish in time, for two reasons.
+//!
+//! **Too many placements in flight** ([`Admission::enter`]): each instance places at most
+//! `max_placements_in_flight` orders at once and refuses the next one at once, before it reads or
+//! writes anything. Without the bound, requests above what the orders database's writer can take
+//! queue in front of it and every placement waits seconds (measured in docs/BENCHMARKS.md,
+//! "Placements in flight"); with it, a client learns at once that it should come back.
+//!
+//! **The saga has fallen too far behind** ([`Admission::check`]): accepting more would only end in
+//! `TIMEOUT` cancellations later.
 //!
 //! "Too far behind" is measured where it matters: [`OVERDUE_TO_REFUSE`] orders or more are still
 //! `PENDING` after `max_saga_backlog` (one index read of `orders (status, created_at)`: the
@@ -25,6 +33,7 @@ use emporium_platform::{
     api::ApiError,
     storage::{Db, StorageError},
 };
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::store;
 
@@ -53,6 +62,8 @@ pub struct Admission {
     /// [`NOT_ENOUGH_PENDING`].
     threshold_order_at: AtomicI64,
     sampling: AtomicBool,
+    /// One permit per placement that may run at once.
+    in_flight: Semaphore,
 }
 
 /// Clears the sampling flag however the sampling request ends (also when its future is dropped:
@@ -66,8 +77,8 @@ impl Drop for Sampling<'_> {
 }
 
 impl Admission {
-    pub fn new(db: Db, max_backlog: Duration) -> Self {
-        Self::with(db, max_backlog, SAMPLE_EVERY, OVERDUE_TO_REFUSE)
+    pub fn new(db: Db, max_backlog: Duration, max_in_flight: usize) -> Self {
+        Self::with(db, max_backlog, SAMPLE_EVERY, OVERDUE_TO_REFUSE).limit_in_flight(max_in_flight)
     }
 
     pub fn with(
@@ -84,7 +95,24 @@ impl Admission {
             sampled_at: AtomicI64::new(0),
             threshold_order_at: AtomicI64::new(NOT_ENOUGH_PENDING),
             sampling: AtomicBool::new(false),
+            in_flight: Semaphore::new(Semaphore::MAX_PERMITS),
         }
+    }
+
+    /// At most `max` placements at once (at least one); unlimited unless set.
+    pub fn limit_in_flight(mut self, max: usize) -> Self {
+        self.in_flight = Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS));
+        self
+    }
+
+    /// A place among the placements in flight, held until it is dropped; refused at once when
+    /// every place is taken.
+    pub fn enter(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        self.in_flight.try_acquire().map_err(|_| {
+            metrics::counter!("emporium_orders_refused_total", "reason" => "in_flight")
+                .increment(1);
+            ApiError::unavailable("too many orders are being placed at once; try again shortly")
+        })
     }
 
     /// `Ok` if a new order may be placed now.

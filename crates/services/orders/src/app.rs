@@ -298,7 +298,8 @@ fn pricing_error(error: PricingError) -> ApiError {
 /// `OrderCreated` in the same transaction. With an idempotency key, a repeat of the same request
 /// gets the first answer and the same key with another request is refused. Only a placed order is
 /// remembered: a refused request created nothing, so its retry is judged afresh. A new order
-/// must pass `admission` (none: always admitted), a repeat need not.
+/// must pass `admission` (none: always admitted); a repeat needs only a place among the
+/// placements in flight, not a saga that keeps up.
 pub async fn place(
     db: &Db,
     user: Uuid,
@@ -307,6 +308,8 @@ pub async fn place(
     admission: Option<&Admission>,
     correlation_id: &str,
 ) -> Result<Placed, ApiError> {
+    // A place among the placements in flight comes first: when there is none, nothing is read.
+    let _in_flight = admission.map(Admission::enter).transpose()?;
     // A repeat is answered before anything else: the product may have been deleted since, and
     // the pipeline may be refusing new orders.
     if let Some(key) = &key {

@@ -22,8 +22,9 @@
 //!   on those two events (one topic, keyed by the order), not on the carrier's
 //!   `ShipmentDispatched`, so money and stock always follow the order's final status.
 //! - **Sweeps**: an order still `PENDING` after `saga_timeout` is cancelled with `TIMEOUT`.
-//! - **Sheds load**: while 100 or more `PENDING` orders are older than `max_saga_backlog`, new orders
-//!   get 503 with `Retry-After` ([`admission`]).
+//! - **Sheds load**: while 100 or more `PENDING` orders are older than `max_saga_backlog`, or
+//!   `max_placements_in_flight` placements are running, new orders get 503 with `Retry-After`
+//!   ([`admission`]).
 
 pub mod admission;
 pub mod app;
@@ -59,7 +60,11 @@ impl Service for OrdersService {
     }
 
     fn router(&self, ctx: &ServiceContext) -> Router {
-        let admission = admission::Admission::new(ctx.db.clone(), ctx.config.max_saga_backlog);
+        let admission = admission::Admission::new(
+            ctx.db.clone(),
+            ctx.config.max_saga_backlog,
+            ctx.config.max_placements_in_flight,
+        );
         http::router(ctx.db.clone(), Arc::new(admission))
     }
 

@@ -34,6 +34,7 @@ emporium_platform::on_both_backends!(
     an_order_the_sweeper_cannot_cancel_does_not_stop_it,
     two_events_for_one_order_in_one_transaction_keep_its_timeline_in_order,
     new_orders_are_refused_while_enough_pending_orders_are_too_old,
+    a_placement_beyond_the_limit_in_flight_is_refused_before_any_work,
     listings_page_newest_first_within_the_callers_scope,
     a_product_deleted_before_its_reservation_cancels_with_product_unavailable,
     a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_order,
@@ -142,6 +143,25 @@ async fn place_without_admission(
     correlation_id: &str,
 ) -> Result<Placed, ApiError> {
     place(db, user, request, key, None, correlation_id).await
+}
+
+/// One unit of `product`, placed through `admission`.
+async fn place_admitted(
+    db: &Db,
+    user: Uuid,
+    product: Uuid,
+    key: Option<IdempotencyKey>,
+    admission: &Admission,
+) -> Result<Placed, ApiError> {
+    place(
+        db,
+        user,
+        request(&[(product, 1)]),
+        key,
+        Some(admission),
+        "c",
+    )
+    .await
 }
 
 fn key(key: &str, request: &str) -> Option<IdempotencyKey> {
@@ -747,7 +767,6 @@ async fn two_events_for_one_order_in_one_transaction_keep_its_timeline_in_order(
 }
 
 async fn new_orders_are_refused_while_enough_pending_orders_are_too_old(db: TestDb) {
-    use crate::admission::Admission;
     let limit = Duration::from_secs(10);
     // Refuses once two orders are overdue; a fresh sample on every check.
     let admission = Admission::with(db.clone(), limit, Duration::ZERO, 2);
@@ -777,27 +796,13 @@ async fn new_orders_are_refused_while_enough_pending_orders_are_too_old(db: Test
     let kept = place_without_admission(&db, ada.id, request(&[(lamp, 1)]), key("k9", "{r}"), "c")
         .await
         .unwrap();
-    let error = place(
-        &db,
-        ada.id,
-        request(&[(lamp, 1)]),
-        None,
-        Some(&refusing),
-        "c",
-    )
-    .await
-    .unwrap_err();
+    let error = place_admitted(&db, ada.id, lamp, None, &refusing)
+        .await
+        .unwrap_err();
     assert_eq!(error.status.as_u16(), 503);
-    let again = place(
-        &db,
-        ada.id,
-        request(&[(lamp, 1)]),
-        key("k9", "{r}"),
-        Some(&refusing),
-        "c",
-    )
-    .await
-    .unwrap();
+    let again = place_admitted(&db, ada.id, lamp, key("k9", "{r}"), &refusing)
+        .await
+        .unwrap();
     assert_eq!(again.order_id, kept.order_id);
     assert!(again.replayed);
 
@@ -826,6 +831,56 @@ async fn new_orders_are_refused_while_enough_pending_orders_are_too_old(db: Test
     let last_at = placed_at(&db, last).await;
     lazy.check_at(last_at + 60_000).await.unwrap();
     admission.check_at(last_at + 60_000).await.unwrap_err();
+}
+
+async fn a_placement_beyond_the_limit_in_flight_is_refused_before_any_work(db: TestDb) {
+    let orders = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM orders")
+            .fetch_one(db.reader())
+            .await
+            .unwrap()
+    };
+    let admission = Admission::with(db.clone(), Duration::from_secs(3600), Duration::ZERO, 2)
+        .limit_in_flight(2);
+    let lamp = product(&db, "Lamp", 2500).await;
+    let ada = customer();
+    let first = place_admitted(&db, ada.id, lamp, key("k1", "{a}"), &admission)
+        .await
+        .unwrap();
+    assert_eq!(orders().await, 1, "a place is given back after a placement");
+
+    // Both places taken (two placements still running): the next is refused, and nothing is
+    // placed; a repeat of a placed order waits its turn too.
+    let one = admission.enter().unwrap();
+    let two = admission.enter().unwrap();
+    let refused = place_admitted(&db, ada.id, lamp, None, &admission)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status.as_u16(), 503);
+    assert_eq!(refused.code, "SERVICE_UNAVAILABLE");
+    assert_eq!(refused.retry_after, Some(1));
+    assert!(refused.detail.contains("at once"), "{}", refused.detail);
+    let repeat = place_admitted(&db, ada.id, lamp, key("k1", "{a}"), &admission)
+        .await
+        .unwrap_err();
+    assert_eq!(repeat.status.as_u16(), 503);
+    assert_eq!(orders().await, 1);
+
+    // One place free again: the next order goes through.
+    drop(one);
+    let second = place_admitted(&db, ada.id, lamp, None, &admission)
+        .await
+        .unwrap();
+    assert_ne!(second.order_id, first.order_id);
+    assert_eq!(orders().await, 2);
+    drop(two);
+
+    // Placing without admission (the use cases' own calls) is never counted.
+    let _all = (admission.enter().unwrap(), admission.enter().unwrap());
+    place_without_admission(&db, ada.id, request(&[(lamp, 1)]), None, "c")
+        .await
+        .unwrap();
+    assert_eq!(orders().await, 3);
 }
 
 /// An order placed before its row kept the timeline's length (migrations 107 and 108) goes on
