@@ -63,9 +63,12 @@ pub struct Config {
     /// longer ago than this: the saga has fallen behind and would only cancel them with `TIMEOUT`.
     #[serde(with = "human_duration")]
     pub max_saga_backlog: Duration,
-    /// Most orders one orders instance places at once; the next is refused at once (503,
-    /// `Retry-After`) instead of queueing in front of the database.
+    /// Most orders one orders instance places at once; the next waits up to
+    /// `max_placement_wait` for a place and is refused then (503, `Retry-After`) instead of
+    /// queueing in front of the database.
     pub max_placements_in_flight: usize,
+    #[serde(with = "human_duration")]
+    pub max_placement_wait: Duration,
     pub bus: BusConfig,
     pub http: HttpConfig,
     pub gateway: GatewayConfig,
@@ -472,6 +475,7 @@ mod tests {
         assert_eq!(c.saga_timeout, Duration::from_secs(30));
         assert_eq!(c.max_saga_backlog, Duration::from_secs(5));
         assert_eq!(c.max_placements_in_flight, 32);
+        assert_eq!(c.max_placement_wait, Duration::ZERO);
         assert_eq!(
             c.shipping_dispatch_delay,
             DispatchDelay::After(Duration::from_secs(30))
@@ -558,6 +562,11 @@ mod tests {
                 "EMPORIUM_MAX_PLACEMENTS_IN_FLIGHT",
                 "many",
                 "max_placements_in_flight",
+            ),
+            (
+                "EMPORIUM_MAX_PLACEMENT_WAIT",
+                "briefly",
+                "max_placement_wait",
             ),
             ("EMPORIUM_LISTEN", "not-an-address", "listen"),
             ("EMPORIUM_PAYMENT_LIMIT", "lots", "payment_limit"),

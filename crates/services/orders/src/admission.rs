@@ -2,10 +2,11 @@
 //! `Retry-After` instead of accepting work it cannot finish in time, for two reasons.
 //!
 //! **Too many placements in flight** ([`Admission::enter`]): each instance places at most
-//! `max_placements_in_flight` orders at once and refuses the next one at once, before it reads or
-//! writes anything. Without the bound, requests above what the orders database's writer can take
-//! queue in front of it and every placement waits seconds (measured in docs/BENCHMARKS.md,
-//! "Placements in flight"); with it, a client learns at once that it should come back.
+//! `max_placements_in_flight` orders at once; the next one waits up to `max_placement_wait` for a
+//! place and is refused then, before it reads or writes anything. Without the bound, requests
+//! above what the orders database's writer can take queue in front of it and every placement
+//! waits seconds (measured in docs/BENCHMARKS.md, "Placements in flight"); with it, a burst is
+//! absorbed and an overload is told at once to come back.
 //!
 //! **The saga has fallen too far behind** ([`Admission::check`]): accepting more would only end in
 //! `TIMEOUT` cancellations later.
@@ -64,6 +65,8 @@ pub struct Admission {
     sampling: AtomicBool,
     /// One permit per placement that may run at once.
     in_flight: Semaphore,
+    /// How long a placement waits for a permit before it is refused.
+    max_wait: Duration,
 }
 
 /// Clears the sampling flag however the sampling request ends (also when its future is dropped:
@@ -77,8 +80,9 @@ impl Drop for Sampling<'_> {
 }
 
 impl Admission {
-    pub fn new(db: Db, max_backlog: Duration, max_in_flight: usize) -> Self {
-        Self::with(db, max_backlog, SAMPLE_EVERY, OVERDUE_TO_REFUSE).limit_in_flight(max_in_flight)
+    pub fn new(db: Db, max_backlog: Duration, max_in_flight: usize, max_wait: Duration) -> Self {
+        Self::with(db, max_backlog, SAMPLE_EVERY, OVERDUE_TO_REFUSE)
+            .limit_in_flight(max_in_flight, max_wait)
     }
 
     pub fn with(
@@ -96,23 +100,40 @@ impl Admission {
             threshold_order_at: AtomicI64::new(NOT_ENOUGH_PENDING),
             sampling: AtomicBool::new(false),
             in_flight: Semaphore::new(Semaphore::MAX_PERMITS),
+            max_wait: Duration::ZERO,
         }
     }
 
-    /// At most `max` placements at once (at least one); unlimited unless set.
-    pub fn limit_in_flight(mut self, max: usize) -> Self {
+    /// At most `max` placements at once (at least one), the next waiting up to `max_wait` for a
+    /// place; unlimited unless set.
+    pub fn limit_in_flight(mut self, max: usize, max_wait: Duration) -> Self {
         self.in_flight = Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS));
+        self.max_wait = max_wait;
         self
     }
 
-    /// A place among the placements in flight, held until it is dropped; refused at once when
-    /// every place is taken.
-    pub fn enter(&self) -> Result<SemaphorePermit<'_>, ApiError> {
-        self.in_flight.try_acquire().map_err(|_| {
+    /// A place among the placements in flight, held until it is dropped: at once if one is free,
+    /// else the first to free up within `max_wait` (first come, first served); refused after that.
+    pub async fn enter(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        let place = if self.max_wait.is_zero() {
+            self.in_flight.try_acquire().ok()
+        } else {
+            // `Err` inside: the semaphore was closed, which nothing does.
+            tokio::time::timeout(self.max_wait, self.in_flight.acquire())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        };
+        place.ok_or_else(|| {
             metrics::counter!("emporium_orders_refused_total", "reason" => "in_flight")
                 .increment(1);
             ApiError::unavailable("too many orders are being placed at once; try again shortly")
         })
+    }
+
+    /// Places free among the placements in flight now.
+    pub fn places_free(&self) -> usize {
+        self.in_flight.available_permits()
     }
 
     /// `Ok` if a new order may be placed now.

@@ -298,8 +298,8 @@ fn pricing_error(error: PricingError) -> ApiError {
 /// `OrderCreated` in the same transaction. With an idempotency key, a repeat of the same request
 /// gets the first answer and the same key with another request is refused. Only a placed order is
 /// remembered: a refused request created nothing, so its retry is judged afresh. A new order
-/// must pass `admission` (none: always admitted); a repeat needs only a place among the
-/// placements in flight, not a saga that keeps up.
+/// must pass `admission` (none: always admitted): a place among the placements in flight, held
+/// until this returns, and a saga that keeps up. A repeat needs neither.
 pub async fn place(
     db: &Db,
     user: Uuid,
@@ -308,19 +308,22 @@ pub async fn place(
     admission: Option<&Admission>,
     correlation_id: &str,
 ) -> Result<Placed, ApiError> {
-    // A place among the placements in flight comes first: when there is none, nothing is read.
-    let _in_flight = admission.map(Admission::enter).transpose()?;
     // A repeat is answered before anything else: the product may have been deleted since, and
-    // the pipeline may be refusing new orders.
+    // the pipeline may be refusing new orders (a 503 to a repeat would read as "not placed").
     if let Some(key) = &key {
         let mut conn = db.reader().acquire().await?;
         if let Some(record) = store::find_key(&mut conn, user, &key.key).await? {
             return replay(record, key);
         }
     }
-    if let Some(admission) = admission {
-        admission.check().await?;
-    }
+    let _in_flight = match admission {
+        Some(admission) => {
+            let place = admission.enter().await?;
+            admission.check().await?;
+            Some(place)
+        }
+        None => None,
+    };
 
     let ids: Vec<String> = request.lines.iter().map(|l| l.product_id.clone()).collect();
     let catalog = {

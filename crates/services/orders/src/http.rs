@@ -217,7 +217,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 401, description = "No or bad token"),
         (status = 415, description = "The body is not JSON"),
         (status = 422, description = "`UNKNOWN_PRODUCT` (field `items[i].productId`), `CURRENCY_MISMATCH`, `ORDER_TOO_LARGE` or `IDEMPOTENCY_KEY_REUSED`"),
-        (status = 503, description = "`SERVICE_UNAVAILABLE`: the saga has fallen behind (100 or more `PENDING` orders are older than `EMPORIUM_MAX_SAGA_BACKLOG`), `EMPORIUM_MAX_PLACEMENTS_IN_FLIGHT` placements are running, or the database is down; retry after `Retry-After` seconds",
+        (status = 503, description = "`SERVICE_UNAVAILABLE`: the saga has fallen behind (100 or more `PENDING` orders are older than `EMPORIUM_MAX_SAGA_BACKLOG`), `EMPORIUM_MAX_PLACEMENTS_IN_FLIGHT` placements are running (none ending within `EMPORIUM_MAX_PLACEMENT_WAIT`), or the database is down; retry after `Retry-After` seconds",
             headers(("Retry-After" = String, description = "seconds")))),
     security(("bearer" = [])))]
 async fn place_order(

@@ -23,7 +23,8 @@
 //!   `ShipmentDispatched`, so money and stock always follow the order's final status.
 //! - **Sweeps**: an order still `PENDING` after `saga_timeout` is cancelled with `TIMEOUT`.
 //! - **Sheds load**: while 100 or more `PENDING` orders are older than `max_saga_backlog`, or
-//!   `max_placements_in_flight` placements are running, new orders get 503 with `Retry-After`
+//!   `max_placements_in_flight` placements are running for longer than `max_placement_wait`,
+//!   new orders get 503 with `Retry-After`
 //!   ([`admission`]).
 
 pub mod admission;
@@ -64,6 +65,7 @@ impl Service for OrdersService {
             ctx.db.clone(),
             ctx.config.max_saga_backlog,
             ctx.config.max_placements_in_flight,
+            ctx.config.max_placement_wait,
         );
         http::router(ctx.db.clone(), Arc::new(admission))
     }

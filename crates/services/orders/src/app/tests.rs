@@ -14,7 +14,7 @@ use emporium_platform::{
     api::PageRequest,
     auth::AuthUser,
     bus::consumer::EventHandler,
-    storage::{Db, EventContext, Migration, testing::TestDb},
+    storage::{Db, Dialect, EventContext, Migration, testing::TestDb},
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -34,7 +34,7 @@ emporium_platform::on_both_backends!(
     an_order_the_sweeper_cannot_cancel_does_not_stop_it,
     two_events_for_one_order_in_one_transaction_keep_its_timeline_in_order,
     new_orders_are_refused_while_enough_pending_orders_are_too_old,
-    a_placement_beyond_the_limit_in_flight_is_refused_before_any_work,
+    a_placement_beyond_the_limit_in_flight_waits_then_is_refused,
     listings_page_newest_first_within_the_callers_scope,
     a_product_deleted_before_its_reservation_cancels_with_product_unavailable,
     a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_order,
@@ -833,50 +833,115 @@ async fn new_orders_are_refused_while_enough_pending_orders_are_too_old(db: Test
     admission.check_at(last_at + 60_000).await.unwrap_err();
 }
 
-async fn a_placement_beyond_the_limit_in_flight_is_refused_before_any_work(db: TestDb) {
+/// Placements beyond the bound wait up to the limit for a place and are refused after it; a place
+/// is held for the whole placement, given back when it ends or is dropped; a repeat of a placed
+/// order is answered whatever the bound.
+async fn a_placement_beyond_the_limit_in_flight_waits_then_is_refused(db: TestDb) {
     let orders = || async {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM orders")
             .fetch_one(db.reader())
             .await
             .unwrap()
     };
-    let admission = Admission::with(db.clone(), Duration::from_secs(3600), Duration::ZERO, 2)
-        .limit_in_flight(2);
+    let admission = |wait| {
+        Admission::with(db.clone(), Duration::from_secs(3600), Duration::ZERO, 2)
+            .limit_in_flight(2, wait)
+    };
+    let at_once = admission(Duration::ZERO);
     let lamp = product(&db, "Lamp", 2500).await;
     let ada = customer();
-    let first = place_admitted(&db, ada.id, lamp, key("k1", "{a}"), &admission)
+    let first = place_admitted(&db, ada.id, lamp, key("k1", "{a}"), &at_once)
         .await
         .unwrap();
-    assert_eq!(orders().await, 1, "a place is given back after a placement");
+    assert_eq!((orders().await, at_once.places_free()), (1, 2));
 
-    // Both places taken (two placements still running): the next is refused, and nothing is
-    // placed; a repeat of a placed order waits its turn too.
-    let one = admission.enter().unwrap();
-    let two = admission.enter().unwrap();
-    let refused = place_admitted(&db, ada.id, lamp, None, &admission)
+    // Both places taken: refused, nothing placed; the repeat of a placed order is answered.
+    let taken = (
+        at_once.enter().await.unwrap(),
+        at_once.enter().await.unwrap(),
+    );
+    let refused = place_admitted(&db, ada.id, lamp, None, &at_once)
         .await
         .unwrap_err();
     assert_eq!(refused.status.as_u16(), 503);
     assert_eq!(refused.code, "SERVICE_UNAVAILABLE");
     assert_eq!(refused.retry_after, Some(1));
     assert!(refused.detail.contains("at once"), "{}", refused.detail);
-    let repeat = place_admitted(&db, ada.id, lamp, key("k1", "{a}"), &admission)
-        .await
-        .unwrap_err();
-    assert_eq!(repeat.status.as_u16(), 503);
-    assert_eq!(orders().await, 1);
-
-    // One place free again: the next order goes through.
-    drop(one);
-    let second = place_admitted(&db, ada.id, lamp, None, &admission)
+    let repeat = place_admitted(&db, ada.id, lamp, key("k1", "{a}"), &at_once)
         .await
         .unwrap();
-    assert_ne!(second.order_id, first.order_id);
-    assert_eq!(orders().await, 2);
-    drop(two);
+    assert_eq!((repeat.order_id, repeat.replayed), (first.order_id, true));
+    assert_eq!(orders().await, 1);
+    drop(taken);
 
-    // Placing without admission (the use cases' own calls) is never counted.
-    let _all = (admission.enter().unwrap(), admission.enter().unwrap());
+    // With a wait, the placement takes the first place freed (the wait here is only ended by it).
+    let patient = admission(Duration::from_secs(3600));
+    let (one, two) = (
+        patient.enter().await.unwrap(),
+        patient.enter().await.unwrap(),
+    );
+    let (placed, ()) = tokio::join!(
+        place_admitted(&db, ada.id, lamp, None, &patient),
+        async move {
+            tokio::task::yield_now().await;
+            drop(one);
+        }
+    );
+    placed.unwrap();
+    assert_eq!((orders().await, patient.places_free()), (2, 1));
+    drop(two);
+    // A wait that ends first refuses.
+    let brief = admission(Duration::from_millis(1));
+    let taken = (brief.enter().await.unwrap(), brief.enter().await.unwrap());
+    let refused = brief.enter().await.unwrap_err();
+    assert_eq!(refused.status.as_u16(), 503);
+    drop(taken);
+
+    // A placement holds its place while it runs (here it waits for a write the test blocks), and
+    // gives it back when it is dropped unfinished (a client gone, a request timeout).
+    let mut blocker = db.begin(EventContext::request(NAME, "c")).await.unwrap();
+    if db.dialect() == Dialect::Postgres {
+        sqlx::query("LOCK TABLE orders IN EXCLUSIVE MODE")
+            .execute(blocker.conn())
+            .await
+            .unwrap();
+    }
+    let mut placing = Box::pin(place_admitted(&db, ada.id, lamp, None, &at_once));
+    tokio::select! {
+        biased;
+        _ = &mut placing => panic!("placed while the test holds the orders table"),
+        () = std::future::ready(()) => {}
+    }
+    assert_eq!(
+        at_once.places_free(),
+        1,
+        "the running placement holds a place"
+    );
+    // Long enough to reach the blocked write: it holds its place there, past admission's checks.
+    let waited = tokio::time::timeout(Duration::from_millis(200), &mut placing).await;
+    assert!(
+        waited.is_err(),
+        "placed while the test holds the orders table"
+    );
+    assert_eq!(
+        at_once.places_free(),
+        1,
+        "the blocked placement holds a place"
+    );
+    drop(placing);
+    assert_eq!(
+        at_once.places_free(),
+        2,
+        "a dropped placement gives its place back"
+    );
+    drop(blocker);
+    assert_eq!(orders().await, 2);
+
+    // Placing without admission is never counted against the bound.
+    let _all = (
+        at_once.enter().await.unwrap(),
+        at_once.enter().await.unwrap(),
+    );
     place_without_admission(&db, ada.id, request(&[(lamp, 1)]), None, "c")
         .await
         .unwrap();
