@@ -3,10 +3,11 @@
 //!
 //! **Too many placements in flight** ([`Admission::enter`]): each instance places at most
 //! `max_placements_in_flight` orders at once; the next one waits up to `max_placement_wait` for a
-//! place and is refused then, before it reads or writes anything. Without the bound, requests
-//! above what the orders database's writer can take queue in front of it and every placement
-//! waits seconds (measured in docs/BENCHMARKS.md, "Placements in flight"); with it, a burst is
-//! absorbed and an overload is told at once to come back.
+//! place and is refused then, before it reads or writes anything but its idempotency key (whose
+//! repeat is answered whatever the load). Without the bound, requests above what the orders
+//! database's writer can take queue in front of it and every placement waits seconds (measured in
+//! docs/BENCHMARKS.md, "Placements in flight"); with it, a burst within the bound goes through
+//! and an overload is told at once to come back.
 //!
 //! **The saga has fallen too far behind** ([`Admission::check`]): accepting more would only end in
 //! `TIMEOUT` cancellations later.
