@@ -46,6 +46,10 @@ pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The columns of [`OrderRow`].
+const ORDER_COLUMNS: &str =
+    "order_id, user_id, amount, currency, token, created, reserved, cancelled";
+
 /// An order as payments knows it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OrderRow {
@@ -166,10 +170,9 @@ pub async fn order<'e, E: Executor<'e, Database = Any>>(
     db: E,
     order_id: Uuid,
 ) -> Result<Option<OrderRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT order_id, user_id, amount, currency, token, created, reserved, cancelled
-         FROM payment_orders WHERE order_id = $1",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM payment_orders WHERE order_id = $1"
+    ))
     .bind(order_id.to_string())
     .fetch_optional(db)
     .await
@@ -180,12 +183,12 @@ pub async fn facts(
     conn: &mut AnyConnection,
     order_id: Uuid,
 ) -> Result<(Option<OrderRow>, OrderFacts), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT order_id, user_id, amount, currency, token, created, reserved, cancelled,
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS},
                 CAST(CASE WHEN EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.order_id)
                      THEN 1 ELSE 0 END AS BIGINT) AS has_payment
-         FROM payment_orders o WHERE order_id = $1",
-    )
+         FROM payment_orders o WHERE order_id = $1"
+    ))
     .bind(order_id.to_string())
     .fetch_optional(conn)
     .await?;
