@@ -30,7 +30,7 @@ use sqlx::{
 };
 use tokio::sync::watch;
 
-use crate::storage::{MultiRow, chunks};
+use crate::storage::MultiRow;
 
 use super::{
     BatchHandler, BusError, Delivery, EventBus, PartitionLag, Record, SubscribeOptions,
@@ -447,17 +447,19 @@ impl Inner {
         let written = async {
             let mut tx = self.writer.begin().await?;
             let rows: Vec<_> = staged.iter().collect();
-            for chunk in chunks(&rows) {
-                let mut upsert = sqlx::query(OFFSETS_UPSERT.sql(chunk.len()));
-                for ((group, topic, partition), next) in chunk {
-                    upsert = upsert
-                        .bind(group)
-                        .bind(topic)
-                        .bind(*partition as i64)
-                        .bind(**next as i64);
-                }
-                upsert.execute(&mut *tx).await?;
-            }
+            OFFSETS_UPSERT
+                .execute_for(
+                    &mut *tx,
+                    &rows,
+                    |upsert, ((group, topic, partition), next)| {
+                        upsert
+                            .bind(group)
+                            .bind(topic)
+                            .bind(*partition as i64)
+                            .bind(**next as i64)
+                    },
+                )
+                .await?;
             tx.commit().await
         }
         .await;
@@ -567,20 +569,23 @@ impl EventBus for SqliteEventLog {
         let now = Utc::now().timestamp_millis();
         let mut tx = self.inner.writer.begin().await.map_err(unavailable)?;
         // Multi-row INSERTs in a few fixed sizes, so that only a few statements are ever prepared.
-        for chunk in chunks(&placed) {
-            let mut insert = sqlx::query(RECORDS_INSERT.sql(chunk.len()));
-            for (record, partition, offset, headers) in chunk {
-                insert = insert
-                    .bind(&record.topic)
-                    .bind(*partition as i64)
-                    .bind(*offset as i64)
-                    .bind(&record.key)
-                    .bind(&record.payload)
-                    .bind(headers)
-                    .bind(now);
-            }
-            insert.execute(&mut *tx).await.map_err(unavailable)?;
-        }
+        RECORDS_INSERT
+            .execute_for(
+                &mut *tx,
+                &placed,
+                |insert, (record, partition, offset, headers)| {
+                    insert
+                        .bind(&record.topic)
+                        .bind(*partition as i64)
+                        .bind(*offset as i64)
+                        .bind(&record.key)
+                        .bind(&record.payload)
+                        .bind(headers)
+                        .bind(now)
+                },
+            )
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         let appended_at = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_default();
         self.inner.push_tail(

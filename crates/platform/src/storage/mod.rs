@@ -605,7 +605,7 @@ impl Tx {
         for (statement, values) in std::mem::take(&mut self.deferred) {
             let rows: Vec<&[Value]> = values.chunks(statement.columns()).collect();
             statement
-                .execute_for(&mut self.tx, &rows, |insert, row| {
+                .execute_for(&mut *self.tx, &rows, |insert, row| {
                     row.iter().fold(insert, |insert, value| match value {
                         Value::Int(v) => insert.bind(*v),
                         Value::Text(v) => insert.bind(v.as_deref()),
@@ -642,7 +642,7 @@ impl Tx {
         }
         let rows = std::mem::take(&mut self.outbox);
         OUTBOX_INSERT
-            .execute_for(&mut self.tx, &rows, |insert, row| {
+            .execute_for(&mut *self.tx, &rows, |insert, row| {
                 insert
                     .bind(row.topic.as_str())
                     .bind(row.key.as_str())

@@ -12,7 +12,7 @@
 //! assert_eq!(INSERT.sql(4), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6), ($7, $8)");
 //! ```
 
-use sqlx::{Any, AnyConnection, any::AnyArguments, query::Query};
+use sqlx::{Connection, Database, Executor, IntoArguments, query::Query};
 
 /// Rows per multi-row statement, largest first: a few fixed sizes, so that few statements are
 /// prepared, and every small count up to 4 (an order's lines) in one.
@@ -70,13 +70,23 @@ impl MultiRow {
     }
 
     /// Runs this statement for every one of `rows`, [`chunks`] of them at a time; `bind` binds
-    /// one row's values (after the `leading` ones, which this cannot give).
-    pub async fn execute_for<'q, T>(
+    /// one row's values (after the `leading` ones, which this cannot give). On any sqlx
+    /// connection: the services' `Any` ones and the event log's SQLite one.
+    pub async fn execute_for<'q, C, DB, T>(
         &'q self,
-        conn: &mut AnyConnection,
+        conn: &mut C,
         rows: &'q [T],
-        bind: impl Fn(Query<'q, Any, AnyArguments<'q>>, &'q T) -> Query<'q, Any, AnyArguments<'q>>,
-    ) -> Result<(), sqlx::Error> {
+        bind: impl Fn(
+            Query<'q, DB, <DB as Database>::Arguments<'q>>,
+            &'q T,
+        ) -> Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    ) -> Result<(), sqlx::Error>
+    where
+        C: Connection<Database = DB>,
+        DB: Database,
+        <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+        for<'c> &'c mut C: Executor<'c, Database = DB>,
+    {
         for chunk in chunks(rows) {
             let query = chunk
                 .iter()

@@ -253,7 +253,7 @@ pub async fn try_reserve(
         });
     }
     RESERVATIONS_INSERT
-        .execute_for(&mut savepoint, lines, |insert, line| {
+        .execute_for(&mut *savepoint, lines, |insert, line| {
             insert
                 .bind(order_id.to_string())
                 .bind(line.product_id.to_string())
