@@ -30,11 +30,10 @@ use emporium_platform::{
         dlq::{DeadLetterEntry, DeadLetterError, DeadLetterStore},
     },
     service::{Service, ServiceContext, Workers},
-    storage::{Db, Migration, MultiRow, Tx},
+    storage::{self, Db, Migration, MultiRow, Tx},
 };
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tokio::sync::{broadcast, watch};
 
 pub const NAME: &str = "operations";
@@ -251,7 +250,7 @@ impl EventHandler for EventIndex {
         };
         if let Some(status) = status {
             // order-events of one order arrive in order: the latest one is the status.
-            sqlx::query(
+            storage::query(
                 "INSERT INTO order_status (order_id, status, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at",
             )
@@ -343,16 +342,15 @@ async fn list_events(
          WHERE ($1 IS NULL OR aggregate_id = $1) AND ($2 IS NULL OR event_type = $2)
          ORDER BY event_id {order} LIMIT $3"
     );
-    let rows = sqlx::query(&sql)
+    let texts: Vec<String> = storage::query(&sql)
         .bind(query.aggregate_id)
         .bind(query.event_type)
         .bind(limit)
-        .fetch_all(state.db.reader())
+        .scalars(&mut state.db.reader().await?)
         .await?;
-    let events = rows
+    let events = texts
         .into_iter()
-        .map(|row| {
-            let text: String = row.get(0);
+        .map(|text| {
             serde_json::from_str(&text)
                 .map_err(|e| ApiError::internal(format!("corrupt event index: {e}")))
         })
@@ -390,19 +388,21 @@ async fn current_stats(state: &AppState) -> Result<Stats, ApiError> {
     for status in ["PENDING", "CONFIRMED", "SHIPPED", "DELIVERED", "CANCELLED"] {
         orders_by_status.insert(status.to_owned(), 0.into());
     }
-    for row in sqlx::query("SELECT status, COUNT(*) FROM order_status GROUP BY status")
-        .fetch_all(state.db.reader())
+    let mut reader = state.db.reader().await?;
+    for row in storage::query("SELECT status, COUNT(*) FROM order_status GROUP BY status")
+        .fetch_all(&mut reader)
         .await?
     {
-        let status: String = row.get(0);
-        let count: i64 = row.get(1);
+        let status: String = row.get(0)?;
+        let count: i64 = row.get(1)?;
         orders_by_status.insert(status, count.into());
     }
     let since = chrono::Utc::now().timestamp_millis() - 60_000;
-    let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE occurred_at >= $1")
+    let recent: i64 = storage::query("SELECT COUNT(*) FROM events WHERE occurred_at >= $1")
         .bind(since)
-        .fetch_one(state.db.reader())
+        .scalar(&mut reader)
         .await?;
+    drop(reader);
     let mut per_group = std::collections::BTreeMap::<String, u64>::new();
     for lag in state
         .bus

@@ -435,9 +435,9 @@ impl EventHandler for Ledger {
         if deleted.product_id == self.poison && !*self.healed.lock().unwrap() {
             return Err(HandlerError::Failed("poison event".into()));
         }
-        sqlx::query("INSERT INTO ledger (event_id, product_id) VALUES ($1, $2)")
-            .bind(event.event_id.to_string())
-            .bind(deleted.product_id.to_string())
+        crate::storage::query("INSERT INTO ledger (event_id, product_id) VALUES ($1, $2)")
+            .bind(event.event_id)
+            .bind(deleted.product_id)
             .execute(tx.conn())
             .await?;
         Ok(())
@@ -445,8 +445,8 @@ impl EventHandler for Ledger {
 }
 
 async fn ledger_rows(db: &Db) -> Vec<String> {
-    sqlx::query_scalar("SELECT product_id FROM ledger ORDER BY rowid")
-        .fetch_all(db.reader())
+    crate::storage::query("SELECT product_id FROM ledger ORDER BY rowid")
+        .scalars(&mut db.reader().await.unwrap())
         .await
         .unwrap()
 }
@@ -569,8 +569,8 @@ pub async fn an_event_delivered_twice_takes_effect_once(factory: &dyn BusFactory
     wait_until_rows(&db, 2).await;
     wait_for_lag_zero(&bus, &group).await;
     sub.stop().await;
-    let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM ledger ORDER BY rowid")
-        .fetch_all(db.reader())
+    let ids: Vec<String> = crate::storage::query("SELECT event_id FROM ledger ORDER BY rowid")
+        .scalars(&mut db.reader().await.unwrap())
         .await
         .unwrap();
     assert_eq!(

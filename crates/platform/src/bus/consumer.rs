@@ -62,12 +62,6 @@ impl From<StorageError> for HandlerError {
     }
 }
 
-impl From<sqlx::Error> for HandlerError {
-    fn from(e: sqlx::Error) -> Self {
-        StorageError::from(e).into()
-    }
-}
-
 /// What a service writes to handle events.
 ///
 /// A handler works **only on its database** through `tx`: the transaction may be rolled back and the

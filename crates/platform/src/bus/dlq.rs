@@ -12,11 +12,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use emporium_events::Topic;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::{BatchHandler, Delivery, EventBus, InfraError, Record, SubscribeOptions, Subscription};
-use crate::storage::{Db, Migration, StorageError};
+use crate::storage::{Db, Migration, Row, StorageError, query};
 
 pub const DLQ_SUFFIX: &str = ".dlq";
 
@@ -168,46 +167,47 @@ impl DeadLetterStore {
 
     /// Pending dead letters first, newest first.
     pub async fn list(&self, limit: usize) -> Result<Vec<DeadLetterEntry>, StorageError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT id, letter, replayed_at FROM dead_letters
              ORDER BY replayed_at IS NOT NULL, failed_at DESC, id DESC LIMIT $1",
         )
         .bind(limit as i64)
-        .fetch_all(self.db.reader())
+        .fetch_all(&mut self.db.reader().await?)
         .await?;
-        rows.into_iter().map(entry_from_row).collect()
+        rows.iter().map(entry_from_row).collect()
     }
 
     pub async fn get(&self, id: &str) -> Result<DeadLetterEntry, DeadLetterError> {
-        let row = sqlx::query("SELECT id, letter, replayed_at FROM dead_letters WHERE id = $1")
+        let row = query("SELECT id, letter, replayed_at FROM dead_letters WHERE id = $1")
             .bind(id)
-            .fetch_optional(self.db.reader())
-            .await
-            .map_err(StorageError::from)?
+            .fetch_optional(&mut self.db.reader().await?)
+            .await?
             .ok_or_else(|| DeadLetterError::NotFound(id.to_owned()))?;
-        Ok(entry_from_row(row)?)
+        Ok(entry_from_row(&row)?)
     }
 
     /// Publishes the original record again and marks the entry replayed.
     pub async fn replay(&self, id: &str) -> Result<DeadLetterEntry, DeadLetterError> {
         let entry = self.get(id).await?;
         self.bus.publish(&[entry.letter.original()]).await?;
-        sqlx::query("UPDATE dead_letters SET replayed_at = $2 WHERE id = $1")
+        let mut tx = self.db.begin_plain().await?;
+        query("UPDATE dead_letters SET replayed_at = $2 WHERE id = $1")
             .bind(id)
             .bind(Utc::now().timestamp_millis())
-            .execute(self.db.writer())
-            .await
-            .map_err(StorageError::from)?;
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
         self.get(id).await
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), DeadLetterError> {
-        let done = sqlx::query("DELETE FROM dead_letters WHERE id = $1")
+        let mut tx = self.db.begin_plain().await?;
+        let done = query("DELETE FROM dead_letters WHERE id = $1")
             .bind(id)
-            .execute(self.db.writer())
-            .await
-            .map_err(StorageError::from)?;
-        if done.rows_affected() == 0 {
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        if done == 0 {
             return Err(DeadLetterError::NotFound(id.to_owned()));
         }
         Ok(())
@@ -215,21 +215,19 @@ impl DeadLetterStore {
 
     /// Dead letters not yet replayed.
     pub async fn pending(&self) -> Result<i64, StorageError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters WHERE replayed_at IS NULL")
-                .fetch_one(self.db.reader())
-                .await?,
-        )
+        query("SELECT COUNT(*) FROM dead_letters WHERE replayed_at IS NULL")
+            .scalar(&mut self.db.reader().await?)
+            .await
     }
 }
 
-fn entry_from_row(row: sqlx::any::AnyRow) -> Result<DeadLetterEntry, StorageError> {
-    let text: String = row.get(1);
+fn entry_from_row(row: &Row) -> Result<DeadLetterEntry, StorageError> {
+    let text: String = row.get(1)?;
     let letter: DeadLetter = serde_json::from_str(&text)
         .map_err(|e| StorageError::Query(format!("corrupt dead letter: {e}")))?;
-    let replayed_at: Option<i64> = row.get(2);
+    let replayed_at: Option<i64> = row.get(2)?;
     Ok(DeadLetterEntry {
-        id: row.get(0),
+        id: row.get(0)?,
         topic: letter.topic.clone(),
         event_type: letter.event_type().map(str::to_owned),
         event_id: letter.event_id().map(str::to_owned),
@@ -245,8 +243,8 @@ fn entry_from_row(row: sqlx::any::AnyRow) -> Result<DeadLetterEntry, StorageErro
 #[async_trait]
 impl BatchHandler for DeadLetterStore {
     async fn handle(&self, batch: &[Delivery]) -> Result<(), InfraError> {
-        let infra = |e: sqlx::Error| InfraError(e.to_string());
-        let mut tx = self.db.writer().begin().await.map_err(infra)?;
+        let infra = |e: StorageError| InfraError(e.to_string());
+        let mut tx = self.db.begin_plain().await.map_err(infra)?;
         for delivery in batch {
             let Ok(letter) = serde_json::from_slice::<DeadLetter>(&delivery.record.payload) else {
                 tracing::error!(topic = %delivery.record.topic, offset = delivery.offset,
@@ -255,19 +253,19 @@ impl BatchHandler for DeadLetterStore {
             };
             // A replayed record fails again at a new offset: that is a new dead letter. The same
             // record dead-lettered twice by one group is not.
-            sqlx::query(
+            query(
                 "INSERT INTO dead_letters (id, grp, src_topic, src_partition, src_offset, letter, failed_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (grp, src_topic, src_partition, src_offset) DO NOTHING",
             )
-            .bind(Uuid::now_v7().to_string())
+            .bind(Uuid::now_v7())
             .bind(&letter.group)
             .bind(&letter.topic)
             .bind(letter.partition as i64)
             .bind(letter.offset as i64)
             .bind(serde_json::to_string(&letter).unwrap_or_default())
             .bind(letter.failed_at.timestamp_millis())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .map_err(infra)?;
         }

@@ -23,14 +23,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use sqlx::{
-    Row,
+    Row, Sqlite, SqliteConnection,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
 };
 use tokio::sync::watch;
 
-use crate::storage::MultiRow;
+use crate::storage::{MultiRow, chunks};
 
 use super::{
     BatchHandler, BusError, Delivery, EventBus, PartitionLag, Record, SubscribeOptions,
@@ -113,6 +113,27 @@ static OFFSETS_UPSERT: MultiRow = MultiRow::new(
 /// How often staged offsets are written. A crash loses at most this much of commits, which means
 /// redelivery (absorbed by the inbox), never loss.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Runs `statement` for every one of `rows`, [`chunks`] of them at a time.
+async fn execute_for<'q, T>(
+    statement: &'q MultiRow,
+    conn: &mut SqliteConnection,
+    rows: &'q [T],
+    bind: impl Fn(
+        sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        &'q T,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+) -> Result<(), sqlx::Error> {
+    for chunk in chunks(rows) {
+        let query = chunk
+            .iter()
+            .fold(sqlx::query(statement.sql(chunk.len())), |query, row| {
+                bind(query, row)
+            });
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
 
 fn unavailable(e: sqlx::Error) -> BusError {
     BusError::Unavailable(e.to_string())
@@ -447,19 +468,19 @@ impl Inner {
         let written = async {
             let mut tx = self.writer.begin().await?;
             let rows: Vec<_> = staged.iter().collect();
-            OFFSETS_UPSERT
-                .execute_for(
-                    &mut *tx,
-                    &rows,
-                    |upsert, ((group, topic, partition), next)| {
-                        upsert
-                            .bind(group)
-                            .bind(topic)
-                            .bind(*partition as i64)
-                            .bind(**next as i64)
-                    },
-                )
-                .await?;
+            execute_for(
+                &OFFSETS_UPSERT,
+                &mut tx,
+                &rows,
+                |upsert, ((group, topic, partition), next)| {
+                    upsert
+                        .bind(group)
+                        .bind(topic)
+                        .bind(*partition as i64)
+                        .bind(**next as i64)
+                },
+            )
+            .await?;
             tx.commit().await
         }
         .await;
@@ -569,23 +590,23 @@ impl EventBus for SqliteEventLog {
         let now = Utc::now().timestamp_millis();
         let mut tx = self.inner.writer.begin().await.map_err(unavailable)?;
         // Multi-row INSERTs in a few fixed sizes, so that only a few statements are ever prepared.
-        RECORDS_INSERT
-            .execute_for(
-                &mut *tx,
-                &placed,
-                |insert, (record, partition, offset, headers)| {
-                    insert
-                        .bind(&record.topic)
-                        .bind(*partition as i64)
-                        .bind(*offset as i64)
-                        .bind(&record.key)
-                        .bind(&record.payload)
-                        .bind(headers)
-                        .bind(now)
-                },
-            )
-            .await
-            .map_err(unavailable)?;
+        execute_for(
+            &RECORDS_INSERT,
+            &mut tx,
+            &placed,
+            |insert, (record, partition, offset, headers)| {
+                insert
+                    .bind(&record.topic)
+                    .bind(*partition as i64)
+                    .bind(*offset as i64)
+                    .bind(&record.key)
+                    .bind(&record.payload)
+                    .bind(headers)
+                    .bind(now)
+            },
+        )
+        .await
+        .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         let appended_at = DateTime::<Utc>::from_timestamp_millis(now).unwrap_or_default();
         self.inner.push_tail(

@@ -12,7 +12,7 @@
 //! assert_eq!(INSERT.sql(4), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6), ($7, $8)");
 //! ```
 
-use sqlx::{Connection, Database, Executor, IntoArguments, query::Query};
+use super::{Conn, Query, StorageError, query};
 
 /// Rows per multi-row statement, largest first: a few fixed sizes, so that few statements are
 /// prepared, and every small count up to 4 (an order's lines) in one.
@@ -70,30 +70,20 @@ impl MultiRow {
     }
 
     /// Runs this statement for every one of `rows`, [`chunks`] of them at a time; `bind` binds
-    /// one row's values (after the `leading` ones, which this cannot give). On any sqlx
-    /// connection: the services' `Any` ones and the event log's SQLite one.
-    pub async fn execute_for<'q, C, DB, T>(
+    /// one row's values (after the `leading` ones, which this cannot give).
+    pub async fn execute_for<'q, T>(
         &'q self,
-        conn: &mut C,
+        conn: &mut Conn,
         rows: &'q [T],
-        bind: impl Fn(
-            Query<'q, DB, <DB as Database>::Arguments<'q>>,
-            &'q T,
-        ) -> Query<'q, DB, <DB as Database>::Arguments<'q>>,
-    ) -> Result<(), sqlx::Error>
-    where
-        C: Connection<Database = DB>,
-        DB: Database,
-        <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
-        for<'c> &'c mut C: Executor<'c, Database = DB>,
-    {
+        bind: impl Fn(Query<'q>, &'q T) -> Query<'q>,
+    ) -> Result<(), StorageError> {
         for chunk in chunks(rows) {
-            let query = chunk
+            let statement = chunk
                 .iter()
-                .fold(sqlx::query(self.sql(chunk.len())), |query, row| {
-                    bind(query, row)
+                .fold(query(self.sql(chunk.len())), |statement, row| {
+                    bind(statement, row)
                 });
-            query.execute(&mut *conn).await?;
+            statement.execute(conn).await?;
         }
         Ok(())
     }
@@ -124,50 +114,5 @@ impl MultiRow {
             .iter()
             .position(|n| *n == rows)
             .map_or("", |i| built[i].as_str())
-    }
-}
-
-/// One value of a row given to [`crate::storage::Tx::insert_at_commit`]: a column's type, and
-/// `None` for SQL `NULL` (typed, so that PostgreSQL takes it for the column).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Int(Option<i64>),
-    Text(Option<String>),
-    Bytes(Option<Vec<u8>>),
-}
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Value::Int(Some(v))
-    }
-}
-
-impl From<Option<i64>> for Value {
-    fn from(v: Option<i64>) -> Self {
-        Value::Int(v)
-    }
-}
-
-impl From<String> for Value {
-    fn from(v: String) -> Self {
-        Value::Text(Some(v))
-    }
-}
-
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Value::Text(Some(v.to_owned()))
-    }
-}
-
-impl From<Option<&str>> for Value {
-    fn from(v: Option<&str>) -> Self {
-        Value::Text(v.map(str::to_owned))
-    }
-}
-
-impl From<Vec<u8>> for Value {
-    fn from(v: Vec<u8>) -> Self {
-        Value::Bytes(Some(v))
     }
 }

@@ -14,10 +14,9 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
 
-use super::{Db, Dialect, RELAY_LOCK, StorageError};
+use super::{Conn, Db, Dialect, RELAY_LOCK, StorageError, placeholders, query};
 use crate::bus::{EventBus, Record};
 
 const IDLE_LOOK: Duration = Duration::from_secs(1);
@@ -59,63 +58,52 @@ impl Relay {
             Dialect::Sqlite => {
                 // One process per file, one relay per process: no one to take turns with. Reading
                 // outside the writer keeps the single writer free while the bus is slow.
-                let mut reader = self
-                    .db
-                    .reader()
-                    .acquire()
-                    .await
-                    .map_err(StorageError::from)?;
-                let ids = self.publish_from(&mut reader).await?;
-                drop(reader);
-                let mut writer = self
-                    .db
-                    .writer()
-                    .acquire()
-                    .await
-                    .map_err(StorageError::from)?;
-                delete(&mut writer, &ids).await?;
+                let ids = self.publish_from(&mut self.db.reader().await?).await?;
+                if !ids.is_empty() {
+                    let mut tx = self.db.begin_plain().await?;
+                    delete(&mut tx, &ids).await?;
+                    tx.commit().await?;
+                }
                 Ok(Some(ids.len()))
             }
             Dialect::Postgres => {
-                let mut tx = self.db.writer().begin().await.map_err(StorageError::from)?;
-                let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                let mut tx = self.db.begin_plain().await?;
+                let ours: bool = query("SELECT pg_try_advisory_xact_lock($1)")
                     .bind(RELAY_LOCK)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(StorageError::from)?;
+                    .scalar(&mut tx)
+                    .await?;
                 if !ours {
                     return Ok(None);
                 }
                 let ids = self.publish_from(&mut tx).await?;
                 delete(&mut tx, &ids).await?;
-                tx.commit().await.map_err(StorageError::from)?;
+                tx.commit().await?;
                 Ok(Some(ids.len()))
             }
         }
     }
 
     /// Reads the oldest batch through `conn` and publishes it; returns the published rows' ids.
-    async fn publish_from(&self, conn: &mut AnyConnection) -> Result<Vec<i64>, RelayError> {
+    async fn publish_from(&self, conn: &mut Conn) -> Result<Vec<i64>, RelayError> {
         let rows =
-            sqlx::query("SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1")
+            query("SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1")
                 .bind(self.batch as i64)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(StorageError::from)?;
+                .fetch_all(conn)
+                .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
-            ids.push(row.get::<i64, _>(0));
-            let headers: String = row.get(4);
+            ids.push(row.get::<i64>(0)?);
+            let headers: String = row.get(4)?;
             let headers: BTreeMap<String, String> = serde_json::from_str(&headers)
                 .map_err(|e| StorageError::Query(format!("corrupt outbox headers: {e}")))?;
             records.push(Record {
-                topic: row.get(1),
-                key: row.get(2),
-                payload: row.get(3),
+                topic: row.get(1)?,
+                key: row.get(2)?,
+                payload: row.get(3)?,
                 headers,
             });
         }
@@ -191,19 +179,17 @@ impl Relay {
 
 /// Deletes exactly what was published: with PostgreSQL a lower id can commit after a higher one
 /// (of another key), so "everything up to the last id" could delete an unpublished row.
-async fn delete(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), StorageError> {
+async fn delete(conn: &mut Conn, ids: &[i64]) -> Result<(), StorageError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let placeholders = (1..=ids.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let sql = format!("DELETE FROM outbox WHERE id IN ({placeholders})");
-    let mut delete = sqlx::query(&sql);
-    for id in ids {
-        delete = delete.bind(*id);
-    }
-    delete.execute(conn).await?;
+    let sql = format!(
+        "DELETE FROM outbox WHERE id IN ({})",
+        placeholders(1, ids.len())
+    );
+    query(&sql)
+        .bind_all(ids.iter().copied())
+        .execute(conn)
+        .await?;
     Ok(())
 }

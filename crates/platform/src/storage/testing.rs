@@ -80,8 +80,7 @@ pub async fn postgres(service: &str, test: &str, migrations: &[Migration]) -> Op
         return None;
     };
     let name = database_name(service, test);
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&server).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
     sqlx::raw_sql(&format!(
         "DROP DATABASE IF EXISTS \"emporium_{name}\" WITH (FORCE)"
     ))

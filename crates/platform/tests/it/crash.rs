@@ -14,7 +14,7 @@ use emporium_platform::{
         EventBus, RetryPolicy, SqliteEventLog,
         consumer::{Consumer, EventHandler, HandlerError},
     },
-    storage::{Db, EventContext, Migration, Tx, relay::Relay},
+    storage::{Db, EventContext, Migration, Tx, query, relay::Relay},
 };
 use uuid::Uuid;
 
@@ -39,9 +39,9 @@ struct Effects;
 impl EventHandler for Effects {
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> Result<(), HandlerError> {
         if let Event::ProductDeleted(deleted) = &event.event {
-            sqlx::query("INSERT INTO effects (product_id, event_id) VALUES ($1, $2)")
-                .bind(deleted.product_id.to_string())
-                .bind(event.event_id.to_string())
+            query("INSERT INTO effects (product_id, event_id) VALUES ($1, $2)")
+                .bind(deleted.product_id)
+                .bind(event.event_id)
                 .execute(tx.conn())
                 .await?;
         }
@@ -90,15 +90,15 @@ async fn run_pipeline(dir: &Path) {
             .begin(EventContext::request("producer", format!("command-{n}")))
             .await
             .unwrap();
-        let inserted = sqlx::query(
+        let inserted = query(
             "INSERT INTO commands (n, product_id) VALUES ($1, $2) ON CONFLICT (n) DO NOTHING",
         )
         .bind(n as i64)
-        .bind(product_id.to_string())
+        .bind(product_id)
         .execute(tx.conn())
         .await
         .unwrap();
-        if inserted.rows_affected() == 1 {
+        if inserted == 1 {
             tx.emit(Event::ProductDeleted(ProductDeleted { product_id }))
                 .unwrap();
         }
@@ -106,8 +106,8 @@ async fn run_pipeline(dir: &Path) {
     }
 
     for _ in 0..3000 {
-        let applied: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT product_id) FROM effects")
-            .fetch_one(consumer_db.reader())
+        let applied: i64 = query("SELECT COUNT(DISTINCT product_id) FROM effects")
+            .scalar(&mut consumer_db.reader().await.unwrap())
             .await
             .unwrap();
         let lag: u64 = bus.lag().await.unwrap().iter().map(|l| l.lag()).sum();
@@ -188,10 +188,10 @@ async fn census(dir: &Path) -> Census {
         .await
         .unwrap();
     let one = |sql: &'static str, db: &Db| {
-        let pool = db.reader().clone();
+        let db = db.clone();
         async move {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&pool)
+            query(sql)
+                .scalar::<i64>(&mut db.reader().await.unwrap())
                 .await
                 .unwrap()
         }

@@ -7,3 +7,4 @@ mod bus_sqlite;
 mod cache_redis;
 mod crash;
 mod storage;
+mod storage_port;

@@ -10,7 +10,7 @@ use emporium_platform::{
     bus::{EventBus, SqliteEventLog, partition_for},
     http::{HealthCheck, OutboxCheck},
     storage::{
-        Db, Dialect, EventContext, Migration, MultiRow, Value,
+        Conn, Db, Dialect, EventContext, Migration, MultiRow, Value, query,
         relay::Relay,
         testing::{self, TestDb},
     },
@@ -178,8 +178,8 @@ async fn add_event(db: &Db, id: Uuid, correlation: &str) -> (Uuid, Uuid) {
         .begin(EventContext::request("items", correlation))
         .await
         .unwrap();
-    sqlx::query("INSERT INTO items (id) VALUES ($1)")
-        .bind(Uuid::now_v7().to_string())
+    query("INSERT INTO items (id) VALUES ($1)")
+        .bind(Uuid::now_v7())
         .execute(tx.conn())
         .await
         .unwrap();
@@ -203,11 +203,10 @@ async fn wait_for_empty_outbox(db: &Db) {
 
 async fn migrations_run_once_and_can_run_again(s: Setup) {
     s.db.migrate(ITEMS).await.unwrap();
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
-            .fetch_all(s.db.reader())
-            .await
-            .unwrap();
+    let versions: Vec<i64> = query("SELECT version FROM schema_migrations ORDER BY version")
+        .scalars(&mut s.db.reader().await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(versions, vec![1, 2, 100]);
 }
 
@@ -227,16 +226,15 @@ async fn instances_migrating_at_once_apply_each_migration_once(s: Setup) {
     for result in futures_util::future::join_all(runs).await {
         result.unwrap();
     }
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counter")
-        .fetch_one(s.db.reader())
+    let rows: i64 = query("SELECT COUNT(*) FROM counter")
+        .scalar(&mut s.db.reader().await.unwrap())
         .await
         .unwrap();
     assert_eq!(rows, 1);
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
-            .fetch_all(s.db.reader())
-            .await
-            .unwrap();
+    let versions: Vec<i64> = query("SELECT version FROM schema_migrations ORDER BY version")
+        .scalars(&mut s.db.reader().await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(versions, vec![1, 2, 100, 101, 102]);
 }
 
@@ -293,8 +291,8 @@ async fn events_emitted_together_are_published_in_emission_order(s: Setup) {
             .or_default()
             .push(envelope.event_id);
     }
-    let before_commit: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-        .fetch_one(tx.conn())
+    let before_commit: i64 = query("SELECT COUNT(*) FROM outbox")
+        .scalar(tx.conn())
         .await
         .unwrap();
     assert_eq!(before_commit, 0);
@@ -442,9 +440,9 @@ async fn the_inbox_records_many_events_in_one_call(s: Setup) {
     }
 }
 
-async fn count(conn: &mut sqlx::AnyConnection, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(conn)
+async fn count(conn: &mut Conn, table: &str) -> i64 {
+    query(&format!("SELECT COUNT(*) FROM {table}"))
+        .scalar(conn)
         .await
         .unwrap()
 }
@@ -482,19 +480,29 @@ async fn rows_inserted_at_commit_arrive_with_the_commit_and_only_then(s: Setup) 
     assert_eq!(count(tx.conn(), "notes").await, 0, "not before the commit");
     tx.commit().await.unwrap();
 
-    let mut conn = s.db.reader().acquire().await.unwrap();
+    let mut conn = s.db.reader().await.unwrap();
     assert_eq!(count(&mut conn, "notes").await, 69);
     assert_eq!(count(&mut conn, "items").await, 7);
     type Note = (i64, Vec<u8>, Option<String>, Option<i64>);
-    let read = |id: &'static str| {
-        sqlx::query_as::<_, Note>("SELECT n, body, label, m FROM notes WHERE id = $1").bind(id)
-    };
+    async fn read(conn: &mut Conn, id: &str) -> Note {
+        let row = query("SELECT n, body, label, m FROM notes WHERE id = $1")
+            .bind(id)
+            .fetch_one(conn)
+            .await
+            .unwrap();
+        (
+            row.get(0).unwrap(),
+            row.get(1).unwrap(),
+            row.get(2).unwrap(),
+            row.get(3).unwrap(),
+        )
+    }
     assert_eq!(
-        read("note-68").fetch_one(&mut *conn).await.unwrap(),
+        read(&mut conn, "note-68").await,
         (68, vec![68u8; 3], Some("label 68".into()), Some(680))
     );
     assert_eq!(
-        read("note-67").fetch_one(&mut *conn).await.unwrap(),
+        read(&mut conn, "note-67").await,
         (67, vec![67u8; 3], None, None)
     );
 
@@ -551,14 +559,14 @@ async fn two_relays_on_one_database_publish_each_event_once_in_key_order(s: Setu
 async fn a_transaction_emitting_for_a_key_waits_for_an_earlier_one_to_commit(s: Setup) {
     let key = Uuid::now_v7();
     let waiting = |locktype: &'static str| {
-        let reader = s.db.reader().clone();
+        let db = s.db.clone();
         async move {
-            sqlx::query_scalar::<_, i64>(
+            query(
                 "SELECT COUNT(*) FROM pg_locks WHERE locktype = $1 AND NOT granted
                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .bind(locktype)
-            .fetch_one(&reader)
+            .scalar::<i64>(&mut db.reader().await.unwrap())
             .await
             .unwrap()
         }
@@ -573,9 +581,12 @@ async fn a_transaction_emitting_for_a_key_waits_for_an_earlier_one_to_commit(s: 
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    let mut blocker = s.db.reader().begin().await.unwrap();
-    sqlx::query("LOCK TABLE outbox IN EXCLUSIVE MODE")
-        .execute(&mut *blocker)
+    let mut blocker =
+        s.db.begin(EventContext::request("items", "blocker"))
+            .await
+            .unwrap();
+    query("LOCK TABLE outbox IN EXCLUSIVE MODE")
+        .execute(blocker.conn())
         .await
         .unwrap();
     let mut first =

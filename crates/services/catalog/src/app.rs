@@ -93,7 +93,7 @@ impl Catalog {
     }
 
     async fn read(&self, id: Uuid) -> Result<Option<Product>, StorageError> {
-        let mut conn = self.db.reader().acquire().await?;
+        let mut conn = self.db.reader().await?;
         store::find(&mut conn, id).await
     }
 
@@ -168,7 +168,7 @@ impl Catalog {
             ids: domain::ids(ids)?,
             ..domain::filter(q, category)?
         };
-        let mut conn = self.db.reader().acquire().await?;
+        let mut conn = self.db.reader().await?;
         Ok(store::list(&mut conn, &filter, page.after.as_deref(), page.fetch()).await?)
     }
 }
@@ -179,7 +179,10 @@ mod tests {
     //! `EMPORIUM_TEST_DATABASE_URL` names a server ([`emporium_platform::on_both_backends`]).
 
     use super::*;
-    use emporium_platform::{api::Page, storage::testing::TestDb};
+    use emporium_platform::{
+        api::Page,
+        storage::{query, testing::TestDb},
+    };
 
     emporium_platform::on_both_backends!(
         NAME,
@@ -198,8 +201,9 @@ mod tests {
 
     /// The envelopes waiting in the outbox, as JSON.
     async fn outbox(catalog: &Catalog) -> Vec<serde_json::Value> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id")
-            .fetch_all(catalog.db.reader())
+        let mut conn = catalog.db.reader().await.unwrap();
+        let rows: Vec<Vec<u8>> = query("SELECT payload FROM outbox ORDER BY id")
+            .scalars(&mut conn)
             .await
             .unwrap();
         rows.iter()

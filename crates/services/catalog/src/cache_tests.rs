@@ -18,7 +18,7 @@ use emporium_platform::{
     cache::{Cache, CacheError, MemoryCache, RedisCache},
     config::Config,
     service::{Service, ServiceContext, Workers},
-    storage::{Db, EventContext, relay::Relay},
+    storage::{Db, EventContext, query, relay::Relay},
 };
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -123,9 +123,9 @@ async fn cached_name(cache: &dyn Cache, id: Uuid) -> Option<String> {
 /// Renames product `id` in the database without the catalog knowing: no forget, no event.
 async fn rename_behind_its_back(db: &Db, id: Uuid, name: &str) {
     let mut tx = db.begin(EventContext::request(NAME, "test")).await.unwrap();
-    sqlx::query("UPDATE products SET name = $1 WHERE id = $2")
+    query("UPDATE products SET name = $1 WHERE id = $2")
         .bind(name)
-        .bind(id.to_string())
+        .bind(id)
         .execute(tx.conn())
         .await
         .unwrap();

@@ -2,8 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use emporium_events::Money;
-use emporium_platform::storage::{Migration, StorageError};
-use sqlx::AnyConnection;
+use emporium_platform::storage::{Conn, Migration, Row, StorageError, placeholders, query};
 use uuid::Uuid;
 
 use crate::domain::{self, Filter, ProductFields};
@@ -46,54 +45,44 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
-struct ProductRow {
-    id: String,
-    name: String,
-    description: Option<String>,
-    category: String,
-    price_amount: i64,
-    price_currency: String,
-    created_at: i64,
-    updated_at: i64,
-}
-
 const COLUMNS: &str =
     "id, name, description, category, price_amount, price_currency, created_at, updated_at";
 
-impl TryFrom<ProductRow> for Product {
-    type Error = StorageError;
-
-    fn try_from(row: ProductRow) -> Result<Self, Self::Error> {
-        let corrupt = |what: &str| StorageError::Query(format!("product {}: bad {what}", row.id));
+impl Product {
+    fn from_row(row: &Row) -> Result<Self, StorageError> {
+        let id: Uuid = row.get("id")?;
+        let corrupt = |what: &str| StorageError::Query(format!("product {id}: bad {what}"));
         Ok(Product {
-            id: Uuid::parse_str(&row.id).map_err(|_| corrupt("id"))?,
-            created_at: DateTime::from_timestamp_millis(row.created_at)
+            id,
+            created_at: DateTime::from_timestamp_millis(row.get("created_at")?)
                 .ok_or_else(|| corrupt("created_at"))?,
-            updated_at: DateTime::from_timestamp_millis(row.updated_at)
+            updated_at: DateTime::from_timestamp_millis(row.get("updated_at")?)
                 .ok_or_else(|| corrupt("updated_at"))?,
             fields: ProductFields {
-                name: row.name,
-                description: row.description,
-                category: row.category,
-                price: Money::new(row.price_amount, row.price_currency),
+                name: row.get("name")?,
+                description: row.get("description")?,
+                category: row.get("category")?,
+                price: Money::new(
+                    row.get::<i64>("price_amount")?,
+                    row.get::<String>("price_currency")?,
+                ),
             },
         })
     }
 }
 
 pub async fn insert(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     fields: &ProductFields,
     now_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query(
+    query(
         "INSERT INTO products (id, name, description, category, price_amount, price_currency,
              search_name, search_description, category_key, created_at, updated_at, deleted_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, NULL)",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(fields.name.as_str())
     .bind(fields.description.as_deref())
     .bind(fields.category.as_str())
@@ -109,29 +98,29 @@ pub async fn insert(
 }
 
 /// The product unless it is missing or deleted.
-pub async fn find(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Product>, StorageError> {
-    let row: Option<ProductRow> = sqlx::query_as(&format!(
+pub async fn find(conn: &mut Conn, id: Uuid) -> Result<Option<Product>, StorageError> {
+    let row = query(&format!(
         "SELECT {COLUMNS} FROM products WHERE id = $1 AND deleted_at IS NULL"
     ))
-    .bind(id.to_string())
+    .bind(id)
     .fetch_optional(conn)
     .await?;
-    row.map(Product::try_from).transpose()
+    row.as_ref().map(Product::from_row).transpose()
 }
 
 pub async fn update(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     fields: &ProductFields,
     now_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query(
+    query(
         "UPDATE products SET name = $2, description = $3, category = $4, price_amount = $5,
              price_currency = $6, search_name = $7, search_description = $8, category_key = $9,
              updated_at = $10
          WHERE id = $1 AND deleted_at IS NULL",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(fields.name.as_str())
     .bind(fields.description.as_deref())
     .bind(fields.category.as_str())
@@ -147,21 +136,21 @@ pub async fn update(
 }
 
 /// Marks the product deleted; `false` if it was missing or already deleted.
-pub async fn delete(conn: &mut AnyConnection, id: Uuid, now_ms: i64) -> Result<bool, StorageError> {
-    let updated = sqlx::query(
+pub async fn delete(conn: &mut Conn, id: Uuid, now_ms: i64) -> Result<bool, StorageError> {
+    let updated = query(
         "UPDATE products SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND deleted_at IS NULL",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(now_ms)
     .execute(conn)
     .await?;
-    Ok(updated.rows_affected() == 1)
+    Ok(updated == 1)
 }
 
 /// Up to `limit` live products matching `filter`, newest first (ids are UUIDv7, so id order is
 /// creation order), starting after the id `before`.
 pub async fn list(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     filter: &Filter,
     before: Option<&str>,
     limit: i64,
@@ -182,18 +171,18 @@ pub async fn list(
     if !filter.ids.is_empty() {
         let first = binds.len() + 1;
         binds.extend(filter.ids.iter().map(String::as_str));
-        let params: Vec<String> = (first..=binds.len()).map(|n| format!("${n}")).collect();
-        sql.push_str(&format!(" AND id IN ({})", params.join(", ")));
+        let params = placeholders(first, filter.ids.len());
+        sql.push_str(&format!(" AND id IN ({params})"));
     }
     if let Some(before) = before {
         binds.push(before);
         sql.push_str(&format!(" AND id < ${}", binds.len()));
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", binds.len() + 1));
-    let mut query = sqlx::query_as::<_, ProductRow>(&sql);
-    for bind in binds {
-        query = query.bind(bind);
-    }
-    let rows = query.bind(limit).fetch_all(conn).await?;
-    rows.into_iter().map(Product::try_from).collect()
+    let rows = query(&sql)
+        .bind_all(binds)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(Product::from_row).collect()
 }

@@ -33,12 +33,6 @@ pub enum Error {
     Storage(#[from] StorageError),
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Storage(e.into())
-    }
-}
-
 /// `ProductCreated`: the product's stock row with `available = initialStock`, and a
 /// `StockAdjusted` for the initial stock. A product created at or below the low-stock threshold
 /// starts flagged low without an alert (nothing fell: that is how it was created).
@@ -281,9 +275,9 @@ async fn refresh_low_stock(tx: &mut Tx, product_id: Uuid) -> Result<Option<Stock
     let now = Availability {
         product_id,
         available: row.available,
-        low: row.is_low(),
+        low: row.low,
     };
-    row.low = i64::from(follow_low_stock(tx, now).await?);
+    row.low = follow_low_stock(tx, now).await?;
     Ok(Some(row))
 }
 

@@ -92,20 +92,16 @@ fn timestamp(millis: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
 
-fn product_id_of(row: &StockRow) -> Result<Uuid, ApiError> {
-    store::parse_uuid(&row.product_id).map_err(ApiError::from)
-}
-
-fn levels(row: &StockRow) -> Result<StockLevels, ApiError> {
-    Ok(StockLevels {
-        product_id: product_id_of(row)?,
+fn levels(row: &StockRow) -> StockLevels {
+    StockLevels {
+        product_id: row.product_id,
         available: row.available,
         reserved: row.reserved,
         committed: row.committed,
-        low: row.is_low(),
-        deleted: row.is_deleted(),
+        low: row.low,
+        deleted: row.deleted,
         updated_at: timestamp(row.updated_at),
-    })
+    }
 }
 
 impl From<Error> for ApiError {
@@ -137,9 +133,9 @@ pub async fn get_stock(
     Path(product_id): Path<String>,
 ) -> Result<Json<Stock>, ApiError> {
     let product_id = parse_id(&product_id, "product")?;
-    let row = store::stock(db.reader(), product_id)
+    let row = store::stock(&mut db.reader().await?, product_id)
         .await?
-        .filter(|row| !row.is_deleted())
+        .filter(|row| !row.deleted)
         .ok_or_else(|| ApiError::not_found("no such product"))?;
     Ok(Json(Stock {
         product_id,
@@ -180,19 +176,17 @@ pub async fn get_stocks(
     let Query(params) = params.map_err(api::query_error)?;
     let text = params.product_ids.unwrap_or_default();
     let ids = api::product_ids(&text, "productIds", LEVELS_MAX)?;
-    let rows = store::stocks(db.reader(), &ids).await?;
+    let rows = store::stocks(&mut db.reader().await?, &ids).await?;
     let items = rows
         .iter()
-        .filter(|row| !row.is_deleted())
-        .map(|row| {
-            Ok(Stock {
-                product_id: product_id_of(row)?,
-                available: row.available,
-                reserved: row.reserved,
-                updated_at: timestamp(row.updated_at),
-            })
+        .filter(|row| !row.deleted)
+        .map(|row| Stock {
+            product_id: row.product_id,
+            available: row.available,
+            reserved: row.reserved,
+            updated_at: timestamp(row.updated_at),
         })
-        .collect::<Result<_, ApiError>>()?;
+        .collect();
     Ok(Json(StockList { items }))
 }
 
@@ -212,11 +206,12 @@ pub async fn list_stock(
 ) -> Result<Json<InventoryPage>, ApiError> {
     let Query(params) = params.map_err(api::query_error)?;
     let page = PageRequest::parse(params.limit.as_deref(), params.cursor.as_deref())?;
-    let rows = store::list(db.reader(), page.after.as_deref(), page.fetch()).await?;
-    let total_available = store::total_available(db.reader()).await?;
-    let rows = Page::from_rows(rows, &page, |row| row.product_id.clone());
+    let mut conn = db.reader().await?;
+    let rows = store::list(&mut conn, page.after.as_deref(), page.fetch()).await?;
+    let total_available = store::total_available(&mut conn).await?;
+    let rows = Page::from_rows(rows, &page, |row| row.product_id.to_string());
     Ok(Json(InventoryPage {
-        items: rows.items.iter().map(levels).collect::<Result<_, _>>()?,
+        items: rows.items.iter().map(levels).collect(),
         next_cursor: rows.next_cursor,
         total_available,
     }))
@@ -264,7 +259,7 @@ pub async fn adjust_stock(
         );
     checks.finish()?;
     let row = app::adjust(&db, &correlation.0, product_id, body.delta, reason).await?;
-    Ok(Json(levels(&row)?))
+    Ok(Json(levels(&row)))
 }
 
 #[derive(utoipa::OpenApi)]

@@ -6,8 +6,9 @@
 //! - `reservations`: the units held for an order, one row per product.
 
 use emporium_events::StockLine;
-use emporium_platform::storage::{Migration, MultiRow, StorageError};
-use sqlx::{Any, AnyConnection, Connection, Executor};
+use emporium_platform::storage::{
+    Conn, Migration, MultiRow, Row, StorageError, placeholders, query,
+};
 use uuid::Uuid;
 
 use crate::domain::{Levels, OrderState, Shortfall};
@@ -49,20 +50,34 @@ pub const MIGRATIONS: &[Migration] = &[
 ];
 
 /// A product's stock as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockRow {
-    pub product_id: String,
+    pub product_id: Uuid,
     pub initial_stock: i64,
     pub adjustments: i64,
     pub available: i64,
     pub reserved: i64,
     pub committed: i64,
-    pub low: i64,
-    pub deleted: i64,
+    pub low: bool,
+    pub deleted: bool,
     pub updated_at: i64,
 }
 
 impl StockRow {
+    fn from_row(row: &Row) -> Result<Self, StorageError> {
+        Ok(StockRow {
+            product_id: row.get("product_id")?,
+            initial_stock: row.get("initial_stock")?,
+            adjustments: row.get("adjustments")?,
+            available: row.get("available")?,
+            reserved: row.get("reserved")?,
+            committed: row.get("committed")?,
+            low: row.get("low")?,
+            deleted: row.get("deleted")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
+
     pub fn levels(&self) -> Levels {
         Levels {
             initial: self.initial_stock,
@@ -71,14 +86,6 @@ impl StockRow {
             reserved: self.reserved,
             committed: self.committed,
         }
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.deleted != 0
-    }
-
-    pub fn is_low(&self) -> bool {
-        self.low != 0
     }
 }
 
@@ -90,98 +97,91 @@ pub fn now_millis() -> i64 {
 
 /// Creates the stock row of a new product. `false` if it already exists (a duplicate event).
 pub async fn insert_stock(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     product_id: Uuid,
     initial: i64,
     low: bool,
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<bool, StorageError> {
+    let inserted = query(
         "INSERT INTO stock (product_id, initial_stock, available, low, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (product_id) DO NOTHING",
     )
-    .bind(product_id.to_string())
+    .bind(product_id)
     .bind(initial)
     .bind(initial)
-    .bind(i64::from(low))
+    .bind(low)
     .bind(now)
     .bind(now)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(inserted == 1)
 }
 
 /// Marks a product deleted: its stock stays (held units still belong to their orders), but no new
 /// reservation takes it.
-pub async fn mark_deleted(
-    conn: &mut AnyConnection,
-    product_id: Uuid,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stock SET deleted = 1, updated_at = $1 WHERE product_id = $2")
+pub async fn mark_deleted(conn: &mut Conn, product_id: Uuid, now: i64) -> Result<(), StorageError> {
+    query("UPDATE stock SET deleted = 1, updated_at = $1 WHERE product_id = $2")
         .bind(now)
-        .bind(product_id.to_string())
+        .bind(product_id)
         .execute(conn)
         .await?;
     Ok(())
 }
 
-pub async fn stock<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    product_id: Uuid,
-) -> Result<Option<StockRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+pub async fn stock(conn: &mut Conn, product_id: Uuid) -> Result<Option<StockRow>, StorageError> {
+    query(&format!(
         "SELECT {COLUMNS} FROM stock WHERE product_id = $1"
     ))
-    .bind(product_id.to_string())
-    .fetch_optional(db)
-    .await
+    .bind(product_id)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(StockRow::from_row)
+    .transpose()
 }
 
 /// The rows of these products (those it knows), by product id.
-pub async fn stocks<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    product_ids: &[Uuid],
-) -> Result<Vec<StockRow>, sqlx::Error> {
+pub async fn stocks(conn: &mut Conn, product_ids: &[Uuid]) -> Result<Vec<StockRow>, StorageError> {
     if product_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let params: Vec<String> = (1..=product_ids.len()).map(|n| format!("${n}")).collect();
     let sql = format!(
         "SELECT {COLUMNS} FROM stock WHERE product_id IN ({}) ORDER BY product_id",
-        params.join(", ")
+        placeholders(1, product_ids.len())
     );
-    let mut query = sqlx::query_as(&sql);
-    for id in product_ids {
-        query = query.bind(id.to_string());
-    }
-    query.fetch_all(db).await
+    query(&sql)
+        .bind_all(product_ids)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(StockRow::from_row)
+        .collect()
 }
 
 /// Up to `fetch` rows after product id `after`, by product id.
-pub async fn list<'e, E: Executor<'e, Database = Any>>(
-    db: E,
+pub async fn list(
+    conn: &mut Conn,
     after: Option<&str>,
     fetch: i64,
-) -> Result<Vec<StockRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Vec<StockRow>, StorageError> {
+    query(&format!(
         "SELECT {COLUMNS} FROM stock WHERE product_id > $1 ORDER BY product_id LIMIT $2"
     ))
     .bind(after.unwrap_or(""))
     .bind(fetch)
-    .fetch_all(db)
-    .await
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(StockRow::from_row)
+    .collect()
 }
 
 /// Units available across every product that can still be sold.
-pub async fn total_available<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(available), 0) AS BIGINT) FROM stock WHERE deleted = 0",
-    )
-    .fetch_one(db)
-    .await
+pub async fn total_available(conn: &mut Conn) -> Result<i64, StorageError> {
+    query("SELECT CAST(COALESCE(SUM(available), 0) AS BIGINT) FROM stock WHERE deleted = 0")
+        .scalar(conn)
+        .await
 }
 
 /// Where a product's stock stands after a change, as far as its low-stock flag is concerned.
@@ -211,16 +211,19 @@ static RESERVATIONS_INSERT: MultiRow = MultiRow::new(
 /// Holds every line for `order_id`, or none: each line is a conditional `UPDATE` that takes units
 /// only if enough are available, inside a savepoint that is rolled back as soon as one line falls
 /// short. The lines name distinct products.
+///
+/// An error leaves the savepoint open: the caller's transaction is then dropped (rolled back)
+/// whole, as every handler error does.
 pub async fn try_reserve(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
     lines: &[StockLine],
     now: i64,
-) -> Result<Reservation, sqlx::Error> {
-    let mut savepoint = conn.begin().await?;
+) -> Result<Reservation, StorageError> {
+    query("SAVEPOINT reserve").execute(conn).await?;
     let mut held = Vec::with_capacity(lines.len());
     for line in lines {
-        let after: Option<(i64, i64)> = sqlx::query_as(
+        let after = query(
             "UPDATE stock SET available = available - $1, reserved = reserved + $2, updated_at = $3
              WHERE product_id = $4 AND deleted = 0 AND available >= $5
              RETURNING available, low",
@@ -228,18 +231,17 @@ pub async fn try_reserve(
         .bind(line.quantity)
         .bind(line.quantity)
         .bind(now)
-        .bind(line.product_id.to_string())
+        .bind(line.product_id)
         .bind(line.quantity)
-        .fetch_optional(&mut *savepoint)
+        .fetch_optional(conn)
         .await?;
-        let Some((available, low)) = after else {
-            savepoint.rollback().await?;
-            let available: Option<i64> = sqlx::query_scalar(
-                "SELECT available FROM stock WHERE product_id = $1 AND deleted = 0",
-            )
-            .bind(line.product_id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
+        let Some(after) = after else {
+            query("ROLLBACK TO SAVEPOINT reserve").execute(conn).await?;
+            let available: Option<i64> =
+                query("SELECT available FROM stock WHERE product_id = $1 AND deleted = 0")
+                    .bind(line.product_id)
+                    .scalar_optional(conn)
+                    .await?;
             return Ok(Reservation::Short(Shortfall {
                 product_id: line.product_id,
                 requested: line.quantity,
@@ -248,49 +250,40 @@ pub async fn try_reserve(
         };
         held.push(Availability {
             product_id: line.product_id,
-            available,
-            low: low != 0,
+            available: after.get("available")?,
+            low: after.get("low")?,
         });
     }
     RESERVATIONS_INSERT
-        .execute_for(&mut *savepoint, lines, |insert, line| {
+        .execute_for(conn, lines, |insert, line| {
             insert
-                .bind(order_id.to_string())
-                .bind(line.product_id.to_string())
+                .bind(order_id)
+                .bind(line.product_id)
                 .bind(line.quantity)
         })
         .await?;
-    savepoint.commit().await?;
+    query("RELEASE SAVEPOINT reserve").execute(conn).await?;
     Ok(Reservation::Held(held))
 }
 
 /// The lines held for an order, by product id.
-pub async fn reservation(
-    conn: &mut AnyConnection,
-    order_id: Uuid,
-) -> Result<Vec<StockLine>, StorageError> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT product_id, quantity FROM reservations WHERE order_id = $1 ORDER BY product_id",
-    )
-    .bind(order_id.to_string())
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|(product_id, quantity)| {
+pub async fn reservation(conn: &mut Conn, order_id: Uuid) -> Result<Vec<StockLine>, StorageError> {
+    query("SELECT product_id, quantity FROM reservations WHERE order_id = $1 ORDER BY product_id")
+        .bind(order_id)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| {
             Ok(StockLine {
-                product_id: parse_uuid(&product_id)?,
-                quantity,
+                product_id: row.get("product_id")?,
+                quantity: row.get("quantity")?,
             })
         })
         .collect()
 }
 
 /// Gives held units back to `available`.
-pub async fn release(
-    conn: &mut AnyConnection,
-    lines: &[StockLine],
-    now: i64,
-) -> Result<(), StorageError> {
+pub async fn release(conn: &mut Conn, lines: &[StockLine], now: i64) -> Result<(), StorageError> {
     for line in lines {
         move_units(
             conn,
@@ -305,11 +298,7 @@ pub async fn release(
 }
 
 /// Turns held units into sold ones.
-pub async fn commit(
-    conn: &mut AnyConnection,
-    lines: &[StockLine],
-    now: i64,
-) -> Result<(), StorageError> {
+pub async fn commit(conn: &mut Conn, lines: &[StockLine], now: i64) -> Result<(), StorageError> {
     for line in lines {
         move_units(
             conn,
@@ -324,20 +313,20 @@ pub async fn commit(
 }
 
 async fn move_units(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     sql: &str,
     line: &StockLine,
     now: i64,
 ) -> Result<(), StorageError> {
-    let done = sqlx::query(sql)
+    let moved = query(sql)
         .bind(line.quantity)
         .bind(line.quantity)
         .bind(now)
-        .bind(line.product_id.to_string())
+        .bind(line.product_id)
         .bind(line.quantity)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    if done.rows_affected() == 1 {
+    if moved == 1 {
         Ok(())
     } else {
         // A reservation row without the units it says are held: the books disagree, and carrying
@@ -350,14 +339,13 @@ async fn move_units(
 }
 
 pub async fn order_state(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
 ) -> Result<Option<OrderState>, StorageError> {
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM stock_orders WHERE order_id = $1")
-            .bind(order_id.to_string())
-            .fetch_optional(conn)
-            .await?;
+    let state: Option<String> = query("SELECT state FROM stock_orders WHERE order_id = $1")
+        .bind(order_id)
+        .scalar_optional(conn)
+        .await?;
     state
         .map(|s| {
             OrderState::parse(&s)
@@ -372,101 +360,91 @@ pub async fn order_state(
 /// of them changes the row). `false` when the state was no longer `from`; the caller then moves
 /// no units.
 pub async fn move_order_state(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
     from: Option<OrderState>,
     to: OrderState,
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = match from {
+) -> Result<bool, StorageError> {
+    let changed = match from {
         None => {
-            sqlx::query(
+            query(
                 "INSERT INTO stock_orders (order_id, state, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (order_id) DO NOTHING",
             )
-            .bind(order_id.to_string())
+            .bind(order_id)
             .bind(to.as_str())
             .bind(now)
             .execute(conn)
             .await?
         }
         Some(from) => {
-            sqlx::query(
+            query(
                 "UPDATE stock_orders SET state = $1, updated_at = $2
                  WHERE order_id = $3 AND state = $4",
             )
             .bind(to.as_str())
             .bind(now)
-            .bind(order_id.to_string())
+            .bind(order_id)
             .bind(from.as_str())
             .execute(conn)
             .await?
         }
     };
-    Ok(done.rows_affected() == 1)
+    Ok(changed == 1)
 }
 
 /// The first of `products` (in their order) that has no stock row at all: its `ProductCreated`
 /// has not been seen yet. Deleted products have a row and are not reported.
 pub async fn first_unknown_product(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     products: &[Uuid],
 ) -> Result<Option<Uuid>, StorageError> {
     if products.is_empty() {
         return Ok(None);
     }
-    let placeholders: Vec<String> = (1..=products.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT product_id FROM stock WHERE product_id IN ({})",
-        placeholders.join(", ")
+        placeholders(1, products.len())
     );
-    let mut query = sqlx::query_scalar::<_, String>(&sql);
-    for product in products {
-        query = query.bind(product.to_string());
-    }
-    let known: std::collections::HashSet<String> =
-        query.fetch_all(conn).await?.into_iter().collect();
-    Ok(products
-        .iter()
-        .find(|p| !known.contains(&p.to_string()))
-        .copied())
+    let known: std::collections::HashSet<Uuid> = query(&sql)
+        .bind_all(products)
+        .scalars::<Uuid>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(products.iter().find(|p| !known.contains(p)).copied())
 }
 
 /// Adds `delta` units (negative removes) unless `available` would go below zero. `None` when the
 /// product is unknown or the change was refused; the caller tells which.
 pub async fn adjust(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     product_id: Uuid,
     delta: i64,
     now: i64,
-) -> Result<Option<StockRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Option<StockRow>, StorageError> {
+    query(&format!(
         "UPDATE stock SET available = available + $1, adjustments = adjustments + $2, updated_at = $3
          WHERE product_id = $4 AND available + $5 >= 0 RETURNING {COLUMNS}"
     ))
     .bind(delta)
     .bind(delta)
     .bind(now)
-    .bind(product_id.to_string())
+    .bind(product_id)
     .bind(delta)
     .fetch_optional(conn)
-    .await
+    .await?
+    .as_ref()
+    .map(StockRow::from_row)
+    .transpose()
 }
 
-pub async fn set_low(
-    conn: &mut AnyConnection,
-    product_id: Uuid,
-    low: bool,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stock SET low = $1 WHERE product_id = $2")
-        .bind(i64::from(low))
-        .bind(product_id.to_string())
+pub async fn set_low(conn: &mut Conn, product_id: Uuid, low: bool) -> Result<(), StorageError> {
+    query("UPDATE stock SET low = $1 WHERE product_id = $2")
+        .bind(low)
+        .bind(product_id)
         .execute(conn)
         .await?;
     Ok(())
-}
-
-pub fn parse_uuid(text: &str) -> Result<Uuid, StorageError> {
-    Uuid::parse_str(text)
-        .map_err(|e| StorageError::Query(format!("bad id {text:?} in the database: {e}")))
 }

@@ -74,7 +74,7 @@ impl App {
         user_id: Uuid,
         page: &PageRequest,
     ) -> Result<Page<NotificationRow>, ApiError> {
-        let rows = store::list_for_user(self.db.reader(), user_id, page).await?;
+        let rows = store::list_for_user(&mut self.db.reader().await?, user_id, page).await?;
         Ok(Page::from_rows(rows, page, |row| row.id.clone()))
     }
 
@@ -181,7 +181,7 @@ impl App {
 
         let (template, rendered) = match &request.template {
             Some(name) => {
-                let template = store::read_template(self.db.reader(), name)
+                let template = store::template(&mut self.db.reader().await?, name)
                     .await?
                     .ok_or_else(|| {
                         unprocessable_field(
@@ -205,7 +205,8 @@ impl App {
         };
 
         let user_id =
-            store::user_for_recipient(self.db.reader(), request.channel, &recipient).await?;
+            store::user_for_recipient(&mut self.db.reader().await?, request.channel, &recipient)
+                .await?;
         if request.channel == Channel::Push && user_id.is_none() {
             return Err(unprocessable_field(
                 "UNKNOWN_RECIPIENT",
@@ -243,7 +244,7 @@ impl App {
     }
 
     pub async fn templates(&self, page: &PageRequest) -> Result<Page<TemplateRow>, ApiError> {
-        let rows = store::list_templates(self.db.reader(), page).await?;
+        let rows = store::list_templates(&mut self.db.reader().await?, page).await?;
         Ok(Page::from_rows(rows, page, |row| row.name.clone()))
     }
 
@@ -251,7 +252,7 @@ impl App {
         if domain::check_template_name(name).is_err() {
             return Err(ApiError::not_found("no such template"));
         }
-        store::read_template(self.db.reader(), name)
+        store::template(&mut self.db.reader().await?, name)
             .await?
             .ok_or_else(|| ApiError::not_found("no such template"))
     }

@@ -100,7 +100,7 @@ impl Dispatcher {
     /// for the rest of the batch (what is left stays queued).
     async fn dispatch_batch(&self, keep_going: impl Fn() -> bool) -> Result<i64, StorageError> {
         let now = chrono::Utc::now().timestamp_millis();
-        let due = store::due(self.db.reader(), now, self.pace.batch).await?;
+        let due = store::due(&mut self.db.reader().await?, now, self.pace.batch).await?;
         let taken = due.len() as i64;
         for notification in due {
             if !keep_going() {

@@ -2,8 +2,10 @@
 //! Portable between SQLite and PostgreSQL (`$n` parameters, `ON CONFLICT`, text ids, epoch millis).
 
 use emporium_events::{Channel, Preferences, Priority, Role};
-use emporium_platform::{api::PageRequest, storage::Migration};
-use sqlx::{AnyConnection, AnyPool, Row, any::AnyRow};
+use emporium_platform::{
+    api::PageRequest,
+    storage::{Conn, Migration, Row, StorageError, placeholders, query},
+};
 use uuid::Uuid;
 
 use crate::domain::{self, Contact, Status};
@@ -112,8 +114,8 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
-    sqlx::Error::Decode(format!("corrupt {what}: {e}").into())
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Query(format!("corrupt {what}: {e}"))
 }
 
 // ------------------------------------------------------------------ contacts
@@ -121,12 +123,12 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
 /// Writes a contact unless a newer version is already there. `role` is set only by
 /// `UserRegistered` (`UserUpdated` does not carry it).
 pub async fn upsert_contact(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     contact: &Contact,
     set_role: bool,
     version: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), StorageError> {
+    query(
         "INSERT INTO contacts
             (user_id, email, name, phone, role, order_updates, promotions, recommendations, version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -136,22 +138,22 @@ pub async fn upsert_contact(
             recommendations = excluded.recommendations, version = excluded.version
          WHERE contacts.version <= excluded.version",
     )
-    .bind(contact.user_id.to_string())
+    .bind(contact.user_id)
     .bind(&contact.email)
     .bind(&contact.name)
-    .bind(contact.phone.clone())
+    .bind(&contact.phone)
     .bind(contact.role.as_str())
-    .bind(i64::from(contact.preferences.order_updates))
-    .bind(i64::from(contact.preferences.promotions))
-    .bind(i64::from(contact.preferences.recommendations))
+    .bind(contact.preferences.order_updates)
+    .bind(contact.preferences.promotions)
+    .bind(contact.preferences.recommendations)
     .bind(version)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
     if set_role {
-        sqlx::query("UPDATE contacts SET role = $2 WHERE user_id = $1")
-            .bind(contact.user_id.to_string())
+        query("UPDATE contacts SET role = $2 WHERE user_id = $1")
+            .bind(contact.user_id)
             .bind(contact.role.as_str())
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
     }
     Ok(())
@@ -160,32 +162,28 @@ pub async fn upsert_contact(
 const CONTACT_COLUMNS: &str =
     "user_id, email, name, phone, role, order_updates, promotions, recommendations";
 
-fn contact_from(row: &AnyRow) -> Result<Contact, sqlx::Error> {
-    let user_id: String = row.try_get("user_id")?;
-    let role: String = row.try_get("role")?;
+fn contact_from(row: &Row) -> Result<Contact, StorageError> {
+    let role: String = row.get("role")?;
     Ok(Contact {
-        user_id: Uuid::parse_str(&user_id).map_err(|e| corrupt("contact id", e))?,
-        email: row.try_get("email")?,
-        name: row.try_get("name")?,
-        phone: row.try_get("phone")?,
+        user_id: row.get("user_id")?,
+        email: row.get("email")?,
+        name: row.get("name")?,
+        phone: row.get("phone")?,
         role: role
             .parse::<Role>()
             .map_err(|e| corrupt("contact role", e))?,
         preferences: Preferences {
-            order_updates: row.try_get::<i64, _>("order_updates")? != 0,
-            promotions: row.try_get::<i64, _>("promotions")? != 0,
-            recommendations: row.try_get::<i64, _>("recommendations")? != 0,
+            order_updates: row.get("order_updates")?,
+            promotions: row.get("promotions")?,
+            recommendations: row.get("recommendations")?,
         },
     })
 }
 
-pub async fn contact(
-    conn: &mut AnyConnection,
-    user_id: Uuid,
-) -> Result<Option<Contact>, sqlx::Error> {
+pub async fn contact(conn: &mut Conn, user_id: Uuid) -> Result<Option<Contact>, StorageError> {
     let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE user_id = $1");
-    sqlx::query(&sql)
-        .bind(user_id.to_string())
+    query(&sql)
+        .bind(user_id)
         .fetch_optional(conn)
         .await?
         .as_ref()
@@ -193,9 +191,9 @@ pub async fn contact(
         .transpose()
 }
 
-pub async fn admin_contacts(conn: &mut AnyConnection) -> Result<Vec<Contact>, sqlx::Error> {
+pub async fn admin_contacts(conn: &mut Conn) -> Result<Vec<Contact>, StorageError> {
     let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE role = $1 ORDER BY user_id");
-    sqlx::query(&sql)
+    query(&sql)
         .bind(Role::Admin.as_str())
         .fetch_all(conn)
         .await?
@@ -205,9 +203,9 @@ pub async fn admin_contacts(conn: &mut AnyConnection) -> Result<Vec<Contact>, sq
 }
 
 /// Every contact (the audience of a promotion).
-pub async fn all_contacts(conn: &mut AnyConnection) -> Result<Vec<Contact>, sqlx::Error> {
+pub async fn all_contacts(conn: &mut Conn) -> Result<Vec<Contact>, StorageError> {
     let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY user_id");
-    sqlx::query(&sql)
+    query(&sql)
         .fetch_all(conn)
         .await?
         .iter()
@@ -218,39 +216,33 @@ pub async fn all_contacts(conn: &mut AnyConnection) -> Result<Vec<Contact>, sqlx
 /// The user an admin's message goes to, when the recipient is a known contact's address, phone or
 /// id (so it shows in their `/api/notifications/me`).
 pub async fn user_for_recipient(
-    pool: &AnyPool,
+    conn: &mut Conn,
     channel: Channel,
     recipient: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
+) -> Result<Option<Uuid>, StorageError> {
     let column = match channel {
         Channel::Email => "email",
         Channel::Sms => "phone",
         Channel::Push => "user_id",
     };
     let sql = format!("SELECT user_id FROM contacts WHERE {column} = $1 ORDER BY user_id LIMIT 1");
-    let found: Option<String> = sqlx::query_scalar(&sql)
-        .bind(recipient)
-        .fetch_optional(pool)
-        .await?;
-    found
-        .map(|id| Uuid::parse_str(&id).map_err(|e| corrupt("contact id", e)))
-        .transpose()
+    query(&sql).bind(recipient).scalar_optional(conn).await
 }
 
 // ------------------------------------------------------------------ products
 
 pub async fn upsert_product(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     product_id: Uuid,
     name: &str,
     version: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), StorageError> {
+    query(
         "INSERT INTO products (product_id, name, version) VALUES ($1, $2, $3)
          ON CONFLICT (product_id) DO UPDATE SET name = excluded.name, version = excluded.version
          WHERE products.version <= excluded.version",
     )
-    .bind(product_id.to_string())
+    .bind(product_id)
     .bind(name)
     .bind(version)
     .execute(conn)
@@ -259,12 +251,12 @@ pub async fn upsert_product(
 }
 
 pub async fn product_name(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     product_id: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT name FROM products WHERE product_id = $1")
-        .bind(product_id.to_string())
-        .fetch_optional(conn)
+) -> Result<Option<String>, StorageError> {
+    query("SELECT name FROM products WHERE product_id = $1")
+        .bind(product_id)
+        .scalar_optional(conn)
         .await
 }
 
@@ -280,21 +272,21 @@ pub struct TemplateRow {
     pub updated_at: i64,
 }
 
-fn template_from(row: &AnyRow) -> Result<TemplateRow, sqlx::Error> {
+fn template_from(row: &Row) -> Result<TemplateRow, StorageError> {
     Ok(TemplateRow {
-        name: row.try_get("name")?,
-        subject: row.try_get("subject")?,
-        body: row.try_get("body")?,
-        shipped: row.try_get::<i64, _>("shipped")? != 0,
-        updated_at: row.try_get("updated_at")?,
+        name: row.get("name")?,
+        subject: row.get("subject")?,
+        body: row.get("body")?,
+        shipped: row.get("shipped")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
 /// Adds the shipped templates that are missing; an admin's edits stay.
-pub async fn seed_templates(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+pub async fn seed_templates(conn: &mut Conn) -> Result<(), StorageError> {
     let now = now_ms();
     for template in domain::SHIPPED_TEMPLATES {
-        sqlx::query(
+        query(
             "INSERT INTO templates (name, subject, body, shipped, created_at, updated_at)
              VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (name) DO NOTHING",
         )
@@ -302,17 +294,14 @@ pub async fn seed_templates(conn: &mut AnyConnection) -> Result<(), sqlx::Error>
         .bind(template.subject)
         .bind(template.body)
         .bind(now)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     }
     Ok(())
 }
 
-pub async fn template(
-    conn: &mut AnyConnection,
-    name: &str,
-) -> Result<Option<TemplateRow>, sqlx::Error> {
-    sqlx::query("SELECT name, subject, body, shipped, updated_at FROM templates WHERE name = $1")
+pub async fn template(conn: &mut Conn, name: &str) -> Result<Option<TemplateRow>, StorageError> {
+    query("SELECT name, subject, body, shipped, updated_at FROM templates WHERE name = $1")
         .bind(name)
         .fetch_optional(conn)
         .await?
@@ -321,23 +310,18 @@ pub async fn template(
         .transpose()
 }
 
-pub async fn read_template(pool: &AnyPool, name: &str) -> Result<Option<TemplateRow>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    template(&mut conn, name).await
-}
-
 /// Templates by name, `page.fetch()` of them after the cursor.
 pub async fn list_templates(
-    pool: &AnyPool,
+    conn: &mut Conn,
     page: &PageRequest,
-) -> Result<Vec<TemplateRow>, sqlx::Error> {
-    sqlx::query(
+) -> Result<Vec<TemplateRow>, StorageError> {
+    query(
         "SELECT name, subject, body, shipped, updated_at FROM templates
          WHERE ($1 IS NULL OR name > $1) ORDER BY name LIMIT $2",
     )
-    .bind(page.after.clone())
+    .bind(&page.after)
     .bind(page.fetch())
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?
     .iter()
     .map(template_from)
@@ -346,14 +330,14 @@ pub async fn list_templates(
 
 /// Creates or replaces a template; `true` when it was created.
 pub async fn put_template(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     name: &str,
     subject: &str,
     body: &str,
-) -> Result<(TemplateRow, bool), sqlx::Error> {
-    let existed = template(&mut *conn, name).await?.is_some();
+) -> Result<(TemplateRow, bool), StorageError> {
+    let existed = template(conn, name).await?.is_some();
     let now = now_ms();
-    let row = sqlx::query(
+    let row = query(
         "INSERT INTO templates (name, subject, body, shipped, created_at, updated_at)
          VALUES ($1, $2, $3, 0, $4, $4)
          ON CONFLICT (name) DO UPDATE SET subject = excluded.subject, body = excluded.body,
@@ -391,54 +375,54 @@ pub struct NewNotification {
 
 /// Stores it; `false` when its dedupe key was already there (nothing written).
 pub async fn insert_notification(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     n: &NewNotification,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, StorageError> {
     let now = now_ms();
-    let done = sqlx::query(
+    let done = query(
         "INSERT INTO notifications
             (id, dedupe_key, event_id, correlation_id, user_id, channel, priority, priority_rank,
              template, recipient, subject, body, status, error, attempts, due_at, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, $15, $15)
          ON CONFLICT (dedupe_key) DO NOTHING",
     )
-    .bind(n.id.to_string())
-    .bind(n.dedupe_key.clone())
-    .bind(n.event_id.map(|id| id.to_string()))
+    .bind(n.id)
+    .bind(&n.dedupe_key)
+    .bind(n.event_id)
     .bind(&n.correlation_id)
-    .bind(n.user_id.map(|id| id.to_string()))
+    .bind(n.user_id)
     .bind(n.channel.as_str())
     .bind(n.priority.as_str())
     .bind(domain::rank(n.priority))
-    .bind(n.template.clone())
+    .bind(&n.template)
     .bind(&n.recipient)
     .bind(&n.subject)
     .bind(&n.body)
     .bind(n.status.as_str())
-    .bind(n.error.clone())
+    .bind(&n.error)
     .bind(now)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }
 
 /// How many `marketing` messages `user_id` received (queued or sent; an event's channels count
 /// once) since `since` (epoch millis), for the marketing limit.
 pub async fn marketing_received(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     user_id: Uuid,
     since: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> Result<i64, StorageError> {
+    query(
         "SELECT COUNT(DISTINCT COALESCE(event_id, id)) FROM notifications
          WHERE user_id = $1 AND priority = $2 AND status IN ($3, $4) AND created_at >= $5",
     )
-    .bind(user_id.to_string())
+    .bind(user_id)
     .bind(Priority::Marketing.as_str())
     .bind(Status::Queued.as_str())
     .bind(Status::Sent.as_str())
     .bind(since)
-    .fetch_one(conn)
+    .scalar(conn)
     .await
 }
 
@@ -458,32 +442,32 @@ pub struct NotificationRow {
 
 /// The user's notifications, newest first (ids are UUIDv7), after the cursor.
 pub async fn list_for_user(
-    pool: &AnyPool,
+    conn: &mut Conn,
     user_id: Uuid,
     page: &PageRequest,
-) -> Result<Vec<NotificationRow>, sqlx::Error> {
-    sqlx::query(
+) -> Result<Vec<NotificationRow>, StorageError> {
+    query(
         "SELECT id, template, channel, priority, status, subject, created_at, sent_at, read_at
          FROM notifications WHERE user_id = $1 AND ($2 IS NULL OR id < $2)
          ORDER BY id DESC LIMIT $3",
     )
-    .bind(user_id.to_string())
-    .bind(page.after.clone())
+    .bind(user_id)
+    .bind(&page.after)
     .bind(page.fetch())
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?
     .iter()
     .map(|row| {
         Ok(NotificationRow {
-            id: row.try_get("id")?,
-            template: row.try_get("template")?,
-            channel: row.try_get("channel")?,
-            priority: row.try_get("priority")?,
-            status: row.try_get("status")?,
-            subject: row.try_get("subject")?,
-            created_at: row.try_get("created_at")?,
-            sent_at: row.try_get("sent_at")?,
-            read_at: row.try_get("read_at")?,
+            id: row.get("id")?,
+            template: row.get("template")?,
+            channel: row.get("channel")?,
+            priority: row.get("priority")?,
+            status: row.get("status")?,
+            subject: row.get("subject")?,
+            created_at: row.get("created_at")?,
+            sent_at: row.get("sent_at")?,
+            read_at: row.get("read_at")?,
         })
     })
     .collect()
@@ -492,37 +476,35 @@ pub async fn list_for_user(
 /// Marks the user's unread notifications read: those in `ids` (others' ids match nothing), or all
 /// of them. Returns how many it marked.
 pub async fn mark_read(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     user_id: Uuid,
     ids: Option<&[Uuid]>,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, StorageError> {
     let now = now_ms();
     let done = match ids {
         None => {
-            sqlx::query(
-                "UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL",
-            )
-            .bind(user_id.to_string())
-            .bind(now)
-            .execute(conn)
-            .await?
+            query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
+                .bind(user_id)
+                .bind(now)
+                .execute(conn)
+                .await?
         }
         Some([]) => return Ok(0),
         Some(ids) => {
-            let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
             let sql = format!(
                 "UPDATE notifications SET read_at = $2
                  WHERE user_id = $1 AND read_at IS NULL AND id IN ({})",
-                placeholders.join(", ")
+                placeholders(3, ids.len())
             );
-            let mut query = sqlx::query(&sql).bind(user_id.to_string()).bind(now);
-            for id in ids {
-                query = query.bind(id.to_string());
-            }
-            query.execute(conn).await?
+            query(&sql)
+                .bind(user_id)
+                .bind(now)
+                .bind_all(ids.iter().copied())
+                .execute(conn)
+                .await?
         }
     };
-    Ok(done.rows_affected())
+    Ok(done)
 }
 
 // ---------------------------------------------------------------- dispatcher
@@ -543,15 +525,10 @@ pub struct Due {
     pub attempts: i64,
 }
 
-fn uuid_opt(text: Option<String>, what: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    text.map(|t| Uuid::parse_str(&t).map_err(|e| corrupt(what, e)))
-        .transpose()
-}
-
 /// Queued notifications that are due, critical first, then standard, then marketing; oldest first
 /// within a priority.
-pub async fn due(pool: &AnyPool, now: i64, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
-    sqlx::query(
+pub async fn due(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<Due>, StorageError> {
+    query(
         "SELECT id, event_id, correlation_id, user_id, channel, priority, template, recipient,
                 subject, body, attempts
          FROM notifications WHERE status = $1 AND due_at <= $2
@@ -560,25 +537,24 @@ pub async fn due(pool: &AnyPool, now: i64, limit: i64) -> Result<Vec<Due>, sqlx:
     .bind(Status::Queued.as_str())
     .bind(now)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?
     .iter()
     .map(|row| {
-        let id: String = row.try_get("id")?;
-        let channel: String = row.try_get("channel")?;
-        let priority: String = row.try_get("priority")?;
+        let channel: String = row.get("channel")?;
+        let priority: String = row.get("priority")?;
         Ok(Due {
-            id: Uuid::parse_str(&id).map_err(|e| corrupt("notification id", e))?,
-            event_id: uuid_opt(row.try_get("event_id")?, "event id")?,
-            correlation_id: row.try_get("correlation_id")?,
-            user_id: uuid_opt(row.try_get("user_id")?, "user id")?,
+            id: row.get("id")?,
+            event_id: row.get("event_id")?,
+            correlation_id: row.get("correlation_id")?,
+            user_id: row.get("user_id")?,
             channel: channel.parse().map_err(|e| corrupt("channel", e))?,
             priority: priority.parse().map_err(|e| corrupt("priority", e))?,
-            template: row.try_get("template")?,
-            recipient: row.try_get("recipient")?,
-            subject: row.try_get("subject")?,
-            body: row.try_get("body")?,
-            attempts: row.try_get("attempts")?,
+            template: row.get("template")?,
+            recipient: row.get("recipient")?,
+            subject: row.get("subject")?,
+            body: row.get("body")?,
+            attempts: row.get("attempts")?,
         })
     })
     .collect()
@@ -588,46 +564,46 @@ pub async fn due(pool: &AnyPool, now: i64, limit: i64) -> Result<Vec<Due>, sqlx:
 /// already has it. A dispatcher that dies while sending leaves it to be taken again after the
 /// lease.
 pub async fn claim(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     now: i64,
     lease_until: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<bool, StorageError> {
+    let done = query(
         "UPDATE notifications SET due_at = $3 WHERE id = $1 AND status = 'QUEUED' AND due_at <= $2",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(now)
     .bind(lease_until)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }
 
-pub async fn mark_sent(conn: &mut AnyConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+pub async fn mark_sent(conn: &mut Conn, id: Uuid) -> Result<bool, StorageError> {
+    let done = query(
         "UPDATE notifications SET status = 'SENT', sent_at = $2, attempts = attempts + 1, error = NULL
          WHERE id = $1 AND status = 'QUEUED'",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(now_ms())
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }
 
 /// Leaves it queued for another attempt at `due_at`.
 pub async fn mark_retry(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     due_at: i64,
     error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), StorageError> {
+    query(
         "UPDATE notifications SET attempts = attempts + 1, due_at = $2, error = $3
          WHERE id = $1 AND status = 'QUEUED'",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(due_at)
     .bind(error)
     .execute(conn)
@@ -635,36 +611,32 @@ pub async fn mark_retry(
     Ok(())
 }
 
-pub async fn mark_failed(
-    conn: &mut AnyConnection,
-    id: Uuid,
-    error: &str,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+pub async fn mark_failed(conn: &mut Conn, id: Uuid, error: &str) -> Result<bool, StorageError> {
+    let done = query(
         "UPDATE notifications SET status = 'FAILED', attempts = attempts + 1, error = $2
          WHERE id = $1 AND status = 'QUEUED'",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(error)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }
 
 // ------------------------------------------------------------- parked events
 
 pub async fn park(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     event_id: Uuid,
     user_id: Uuid,
     envelope: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), StorageError> {
+    query(
         "INSERT INTO parked_events (event_id, user_id, envelope, parked_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(event_id.to_string())
-    .bind(user_id.to_string())
+    .bind(event_id)
+    .bind(user_id)
     .bind(envelope)
     .bind(now_ms())
     .execute(conn)
@@ -673,19 +645,15 @@ pub async fn park(
 }
 
 /// Removes and returns the envelopes parked for `user_id`, oldest first.
-pub async fn take_parked(
-    conn: &mut AnyConnection,
-    user_id: Uuid,
-) -> Result<Vec<String>, sqlx::Error> {
-    let envelopes: Vec<String> = sqlx::query_scalar(
-        "SELECT envelope FROM parked_events WHERE user_id = $1 ORDER BY parked_at, event_id",
-    )
-    .bind(user_id.to_string())
-    .fetch_all(&mut *conn)
-    .await?;
+pub async fn take_parked(conn: &mut Conn, user_id: Uuid) -> Result<Vec<String>, StorageError> {
+    let envelopes: Vec<String> =
+        query("SELECT envelope FROM parked_events WHERE user_id = $1 ORDER BY parked_at, event_id")
+            .bind(user_id)
+            .scalars(conn)
+            .await?;
     if !envelopes.is_empty() {
-        sqlx::query("DELETE FROM parked_events WHERE user_id = $1")
-            .bind(user_id.to_string())
+        query("DELETE FROM parked_events WHERE user_id = $1")
+            .bind(user_id)
             .execute(conn)
             .await?;
     }

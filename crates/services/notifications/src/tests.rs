@@ -15,9 +15,8 @@ use emporium_events::{
 };
 use emporium_platform::{
     bus::consumer::EventHandler,
-    storage::{Db, EventContext, testing::TestDb},
+    storage::{Db, EventContext, query, testing::TestDb},
 };
-use sqlx::Row;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -100,17 +99,17 @@ fn confirmed(user_id: Uuid) -> Envelope {
 
 /// (template, channel, status, subject) of every notification, oldest first.
 async fn rows(db: &Db) -> Vec<(String, String, String, String)> {
-    sqlx::query("SELECT template, channel, status, subject FROM notifications ORDER BY id")
-        .fetch_all(db.reader())
+    query("SELECT template, channel, status, subject FROM notifications ORDER BY id")
+        .fetch_all(&mut db.reader().await.unwrap())
         .await
         .unwrap()
         .iter()
         .map(|r| {
             (
-                r.get::<Option<String>, _>(0).unwrap_or_default(),
-                r.get(1),
-                r.get(2),
-                r.get(3),
+                r.get::<Option<String>>(0).unwrap().unwrap_or_default(),
+                r.get(1).unwrap(),
+                r.get(2).unwrap(),
+                r.get(3).unwrap(),
             )
         })
         .collect()
@@ -118,12 +117,12 @@ async fn rows(db: &Db) -> Vec<(String, String, String, String)> {
 
 /// Event types in the outbox, in order.
 async fn outbox(db: &Db) -> Vec<Envelope> {
-    sqlx::query("SELECT payload FROM outbox ORDER BY id")
-        .fetch_all(db.reader())
+    query("SELECT payload FROM outbox ORDER BY id")
+        .scalars::<Vec<u8>>(&mut db.reader().await.unwrap())
         .await
         .unwrap()
         .iter()
-        .map(|r| Envelope::from_json(&r.get::<Vec<u8>, _>(0)).unwrap())
+        .map(|payload| Envelope::from_json(payload).unwrap())
         .collect()
 }
 
@@ -194,7 +193,9 @@ async fn the_dispatcher_serves_critical_then_standard_then_marketing(db: TestDb)
     tx.commit().await.unwrap();
 
     let now = chrono::Utc::now().timestamp_millis();
-    let due = store::due(t.db.reader(), now, 10).await.unwrap();
+    let due = store::due(&mut t.db.reader().await.unwrap(), now, 10)
+        .await
+        .unwrap();
     let subjects: Vec<&str> = due.iter().map(|d| d.subject.as_str()).collect();
     assert_eq!(subjects, ["critical", "standard", "marketing"]);
 
@@ -224,7 +225,7 @@ async fn the_dispatcher_serves_critical_then_standard_then_marketing(db: TestDb)
     assert!(events.iter().all(|e| e.correlation_id == "corr"));
     // Nothing is left to send.
     assert!(
-        store::due(t.db.reader(), now + 1_000_000, 10)
+        store::due(&mut t.db.reader().await.unwrap(), now + 1_000_000, 10)
             .await
             .unwrap()
             .is_empty()
@@ -375,8 +376,8 @@ async fn an_order_event_that_arrives_before_the_user_waits_for_the_contact(db: T
     let templates: Vec<String> = rows(&t.db).await.into_iter().map(|r| r.0).collect();
     assert_eq!(templates, ["welcome", "order_confirmed"]);
     // Parked once, applied once.
-    let parked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM parked_events")
-        .fetch_one(t.db.reader())
+    let parked: i64 = query("SELECT COUNT(*) FROM parked_events")
+        .scalar(&mut t.db.reader().await.unwrap())
         .await
         .unwrap();
     assert_eq!(parked, 0);
@@ -404,7 +405,7 @@ async fn a_later_profile_update_changes_the_contact_and_an_older_one_does_not(db
     let now = chrono::Utc::now().timestamp_millis();
     handle(&t.db, &update("new@example.com", now + 10_000)).await;
     handle(&t.db, &update("old@example.com", now + 5_000)).await;
-    let mut conn = t.db.reader().acquire().await.unwrap();
+    let mut conn = t.db.reader().await.unwrap();
     let contact = store::contact(&mut conn, user).await.unwrap().unwrap();
     assert_eq!(contact.email, "new@example.com");
     assert_eq!(contact.role, Role::Admin, "an update keeps the role");
@@ -450,12 +451,11 @@ async fn low_stock_goes_to_every_admin_with_the_product_name(db: TestDb) {
         })),
     )
     .await;
-    let recipients: Vec<String> = sqlx::query_scalar(
-        "SELECT user_id FROM notifications WHERE template = 'low_stock' ORDER BY user_id",
-    )
-    .fetch_all(t.db.reader())
-    .await
-    .unwrap();
+    let recipients: Vec<String> =
+        query("SELECT user_id FROM notifications WHERE template = 'low_stock' ORDER BY user_id")
+            .scalars(&mut t.db.reader().await.unwrap())
+            .await
+            .unwrap();
     let mut admins = vec![admin1.to_string(), admin2.to_string()];
     admins.sort();
     assert_eq!(recipients, admins);
@@ -578,7 +578,7 @@ async fn a_promoted_account_is_not_welcomed_twice(db: TestDb) {
         .filter(|(template, ..)| template == "welcome")
         .count();
     assert_eq!(welcomes, 1);
-    let mut conn = t.db.reader().acquire().await.unwrap();
+    let mut conn = t.db.reader().await.unwrap();
     let contact = store::contact(&mut conn, user).await.unwrap().unwrap();
     assert_eq!(
         contact.role,
@@ -604,15 +604,15 @@ fn launched(name: &str) -> Envelope {
 
 /// (user id, status) of every `promotion` notification, by user then age.
 async fn promotions(db: &Db) -> Vec<(String, String)> {
-    sqlx::query(
+    query(
         "SELECT user_id, status FROM notifications WHERE template = 'promotion'
          ORDER BY user_id, id",
     )
-    .fetch_all(db.reader())
+    .fetch_all(&mut db.reader().await.unwrap())
     .await
     .unwrap()
     .iter()
-    .map(|r| (r.get(0), r.get(1)))
+    .map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
     .collect()
 }
 
@@ -724,11 +724,14 @@ async fn marketing_beyond_the_limit_is_suppressed_until_the_window_has_passed(db
     );
 
     // A day later the first two are out of the window.
-    sqlx::query("UPDATE notifications SET created_at = created_at - $1")
+    // Readers are read-only: the update takes a transaction.
+    let mut tx = t.db.begin(EventContext::request(NAME, "t")).await.unwrap();
+    query("UPDATE notifications SET created_at = created_at - $1")
         .bind(25 * 60 * 60 * 1000_i64)
-        .execute(t.db.reader())
+        .execute(tx.conn())
         .await
         .unwrap();
+    tx.commit().await.unwrap();
     apply(launched("fourth")).await;
     assert_eq!(
         statuses(promotions(&t.db).await),

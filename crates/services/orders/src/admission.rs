@@ -185,7 +185,7 @@ impl Admission {
     }
 
     async fn threshold_order_now(&self) -> Result<Option<i64>, StorageError> {
-        let mut conn = self.db.reader().acquire().await?;
+        let mut conn = self.db.reader().await?;
         store::nth_oldest_pending(&mut conn, self.overdue_to_refuse).await
     }
 }

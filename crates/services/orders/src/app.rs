@@ -12,10 +12,9 @@ use emporium_events::{
 use emporium_platform::{
     api::{ApiError, FieldError, Page, PageRequest},
     auth::AuthUser,
-    storage::{Db, EventContext, StorageError, Tx},
+    storage::{Conn, Db, EventContext, StorageError, Tx},
 };
 use serde::Serialize;
-use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::{
@@ -182,10 +181,7 @@ fn view(order: &OrderRow, items: &[ItemRow], timeline: &[store::TimelineRow]) ->
 }
 
 /// The views of `orders`, with their lines and timelines read in two queries (not one per order).
-async fn views(
-    conn: &mut AnyConnection,
-    orders: &[OrderRow],
-) -> Result<Vec<OrderView>, StorageError> {
+async fn views(conn: &mut Conn, orders: &[OrderRow]) -> Result<Vec<OrderView>, StorageError> {
     let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
     let mut items = store::items_of(conn, &ids).await?;
     let mut timelines = store::timelines_of(conn, &ids).await?;
@@ -201,7 +197,7 @@ async fn views(
         .collect())
 }
 
-async fn view_one(conn: &mut AnyConnection, order: OrderRow) -> Result<OrderView, ApiError> {
+async fn view_one(conn: &mut Conn, order: OrderRow) -> Result<OrderView, ApiError> {
     views(conn, std::slice::from_ref(&order))
         .await?
         .pop()
@@ -311,7 +307,7 @@ pub async fn place(
     // A repeat is answered before anything else: the product may have been deleted since, and
     // the pipeline may be refusing new orders (a 503 to a repeat would read as "not placed").
     if let Some(key) = &key {
-        let mut conn = db.reader().acquire().await?;
+        let mut conn = db.reader().await?;
         if let Some(record) = store::find_key(&mut conn, user, &key.key).await? {
             return replay(record, key);
         }
@@ -327,7 +323,7 @@ pub async fn place(
 
     let ids: Vec<String> = request.lines.iter().map(|l| l.product_id.clone()).collect();
     let catalog = {
-        let mut conn = db.reader().acquire().await?;
+        let mut conn = db.reader().await?;
         store::products(&mut conn, &ids).await?
     };
     let priced = domain::price(&request.lines, |id| {
@@ -392,7 +388,7 @@ pub async fn place(
         if !store::claim_key(tx.conn(), user, &key.key, &record, now).await? {
             // A concurrent request with the same key won: answer as it did.
             drop(tx);
-            let mut conn = db.reader().acquire().await?;
+            let mut conn = db.reader().await?;
             return match store::find_key(&mut conn, user, &key.key).await? {
                 Some(record) => replay(record, key),
                 None => Err(ApiError::conflict(
@@ -423,7 +419,7 @@ pub async fn place(
 // ----------------------------------------------------------------- reading
 
 pub async fn get(db: &Db, caller: &AuthUser, id: Uuid) -> Result<OrderView, ApiError> {
-    let mut conn = db.reader().acquire().await?;
+    let mut conn = db.reader().await?;
     let order = store::load_order(&mut conn, id)
         .await?
         .filter(|o| visible_to(o, caller))
@@ -463,7 +459,7 @@ pub async fn list(
         before: query.page.after.clone(),
         limit: query.page.fetch(),
     };
-    let mut conn = db.reader().acquire().await?;
+    let mut conn = db.reader().await?;
     let rows = store::list_orders(&mut conn, &filter).await?;
     let views = views(&mut conn, &rows).await?;
     Ok(Page::from_rows(views, &query.page, |o| o.id.clone()))
@@ -691,7 +687,7 @@ pub async fn observe(tx: &mut Tx, seen: Observation) -> Result<(), StorageError>
 }
 
 /// Does the catalog read model have `product` as deleted?
-async fn product_deleted(conn: &mut AnyConnection, product: Uuid) -> Result<bool, StorageError> {
+async fn product_deleted(conn: &mut Conn, product: Uuid) -> Result<bool, StorageError> {
     let id = product.to_string();
     let known = store::products(conn, std::slice::from_ref(&id)).await?;
     Ok(known.get(&id).is_some_and(|p| p.deleted))
@@ -714,7 +710,7 @@ pub async fn expire_overdue(db: &Db, timeout: Duration) -> Result<usize, Storage
     let mut expired = 0;
     for _ in 0..SWEEP_BATCHES {
         let overdue = {
-            let mut conn = db.reader().acquire().await?;
+            let mut conn = db.reader().await?;
             store::overdue(&mut conn, cutoff, SWEEP_BATCH).await?
         };
         for (id, correlation_id) in &overdue {

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use emporium_events::{Address, CancellationReason, Money};
-use emporium_platform::storage::{Migration, MultiRow, StorageError, Tx};
-use sqlx::{AnyConnection, Row, any::AnyRow};
+use emporium_platform::storage::{
+    Conn, Migration, MultiRow, Row, StorageError, Tx, placeholders, query,
+};
 use uuid::Uuid;
 
 use crate::domain::{OrderState, PaymentStatus, ShipmentStatus, Status};
@@ -191,28 +192,24 @@ fn corrupt(what: &str, value: &str) -> StorageError {
     StorageError::Query(format!("corrupt {what} in the orders database: {value:?}"))
 }
 
-fn uuid(what: &str, text: &str) -> Result<Uuid, StorageError> {
-    Uuid::parse_str(text).map_err(|_| corrupt(what, text))
-}
-
 // ------------------------------------------------------------------ products
 
 /// Creates or replaces a product, unless it was deleted (a deletion is final).
 pub async fn upsert_product(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     name: &str,
     price: &Money,
     now: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query(
+    query(
         "INSERT INTO products (id, name, price_amount, price_currency, deleted, updated_at)
          VALUES ($1, $2, $3, $4, 0, $5)
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, price_amount = excluded.price_amount,
              price_currency = excluded.price_currency, updated_at = excluded.updated_at
          WHERE products.deleted = 0",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(name)
     .bind(price.amount)
     .bind(&price.currency)
@@ -223,17 +220,13 @@ pub async fn upsert_product(
 }
 
 /// Marks a product deleted (a tombstone if it was never seen).
-pub async fn delete_product(
-    conn: &mut AnyConnection,
-    id: Uuid,
-    now: i64,
-) -> Result<(), StorageError> {
-    sqlx::query(
+pub async fn delete_product(conn: &mut Conn, id: Uuid, now: i64) -> Result<(), StorageError> {
+    query(
         "INSERT INTO products (id, name, price_amount, price_currency, deleted, updated_at)
          VALUES ($1, '', 0, '', 1, $2)
          ON CONFLICT (id) DO UPDATE SET deleted = 1, updated_at = excluded.updated_at",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(now)
     .execute(conn)
     .await?;
@@ -242,7 +235,7 @@ pub async fn delete_product(
 
 /// The products among `ids` that the read model knows (deleted ones included).
 pub async fn products(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     ids: &[String],
 ) -> Result<HashMap<String, Product>, StorageError> {
     if ids.is_empty() {
@@ -252,33 +245,21 @@ pub async fn products(
         "SELECT id, name, price_amount, price_currency, deleted FROM products WHERE id IN ({})",
         placeholders(1, ids.len())
     );
-    let mut query = sqlx::query(&sql);
-    for id in ids {
-        query = query.bind(id);
-    }
-    let rows = query.fetch_all(conn).await?;
+    let rows = query(&sql).bind_all(ids).fetch_all(conn).await?;
     rows.iter()
         .map(|row| {
             let product = Product {
-                id: row.try_get("id")?,
-                name: row.try_get("name")?,
+                id: row.get("id")?,
+                name: row.get("name")?,
                 price: Money::new(
-                    row.try_get("price_amount")?,
-                    row.try_get::<String, _>("price_currency")?,
+                    row.get("price_amount")?,
+                    row.get::<String>("price_currency")?,
                 ),
-                deleted: row.try_get::<i64, _>("deleted")? != 0,
+                deleted: row.get("deleted")?,
             };
             Ok((product.id.clone(), product))
         })
         .collect()
-}
-
-/// `$from, $from+1, …` for `n` parameters.
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 // -------------------------------------------------------------------- orders
@@ -288,37 +269,35 @@ const ORDER_COLUMNS: &str = "id, user_id, status, cancellation_reason, total_amo
     payment_id, payment_status, shipment_id, shipment_status, tracking_number,
     correlation_id, created_at, updated_at, timeline_len";
 
-fn order_from_row(row: &AnyRow) -> Result<OrderRow, StorageError> {
-    let id: String = row.try_get("id")?;
-    let user_id: String = row.try_get("user_id")?;
-    let status: String = row.try_get("status")?;
-    let reason: Option<String> = row.try_get("cancellation_reason")?;
+fn order_from_row(row: &Row) -> Result<OrderRow, StorageError> {
+    let status: String = row.get("status")?;
+    let reason: Option<String> = row.get("cancellation_reason")?;
     let payment = match (
-        row.try_get::<Option<String>, _>("payment_id")?,
-        row.try_get::<Option<String>, _>("payment_status")?,
+        row.get::<Option<Uuid>>("payment_id")?,
+        row.get::<Option<String>>("payment_status")?,
     ) {
         (Some(id), Some(status)) => Some(PaymentSummary {
-            id: uuid("payment id", &id)?,
+            id,
             status: PaymentStatus::parse(&status)
                 .ok_or_else(|| corrupt("payment status", &status))?,
         }),
         _ => None,
     };
     let shipment = match (
-        row.try_get::<Option<String>, _>("shipment_id")?,
-        row.try_get::<Option<String>, _>("shipment_status")?,
+        row.get::<Option<Uuid>>("shipment_id")?,
+        row.get::<Option<String>>("shipment_status")?,
     ) {
         (Some(id), Some(status)) => Some(ShipmentSummary {
-            id: uuid("shipment id", &id)?,
+            id,
             status: ShipmentStatus::parse(&status)
                 .ok_or_else(|| corrupt("shipment status", &status))?,
-            tracking_number: row.try_get("tracking_number")?,
+            tracking_number: row.get("tracking_number")?,
         }),
         _ => None,
     };
     Ok(OrderRow {
-        id: uuid("order id", &id)?,
-        user_id: uuid("user id", &user_id)?,
+        id: row.get("id")?,
+        user_id: row.get("user_id")?,
         state: OrderState {
             status: Status::parse(&status).ok_or_else(|| corrupt("status", &status))?,
             cancellation_reason: reason
@@ -328,24 +307,21 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRow, StorageError> {
                 })
                 .transpose()?,
         },
-        total: Money::new(
-            row.try_get("total_amount")?,
-            row.try_get::<String, _>("currency")?,
-        ),
+        total: Money::new(row.get("total_amount")?, row.get::<String>("currency")?),
         address: Address {
-            name: row.try_get("ship_name")?,
-            line1: row.try_get("ship_line1")?,
-            line2: row.try_get("ship_line2")?,
-            city: row.try_get("ship_city")?,
-            postal_code: row.try_get("ship_postal_code")?,
-            country: row.try_get("ship_country")?,
+            name: row.get("ship_name")?,
+            line1: row.get("ship_line1")?,
+            line2: row.get("ship_line2")?,
+            city: row.get("ship_city")?,
+            postal_code: row.get("ship_postal_code")?,
+            country: row.get("ship_country")?,
         },
         payment,
         shipment,
-        correlation_id: row.try_get("correlation_id")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        timeline_len: row.try_get("timeline_len")?,
+        correlation_id: row.get("correlation_id")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        timeline_len: row.get("timeline_len")?,
     })
 }
 
@@ -363,12 +339,12 @@ pub async fn insert_order(
     order: &OrderRow,
     items: &[ItemRow],
 ) -> Result<(), StorageError> {
-    sqlx::query(&format!(
+    query(&format!(
         "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({})",
         placeholders(1, 21)
     ))
-    .bind(order.id.to_string())
-    .bind(order.user_id.to_string())
+    .bind(order.id)
+    .bind(order.user_id)
     .bind(order.state.status.as_str())
     .bind(order.state.cancellation_reason.map(|r| r.as_str()))
     .bind(order.total.amount)
@@ -379,9 +355,9 @@ pub async fn insert_order(
     .bind(&order.address.city)
     .bind(&order.address.postal_code)
     .bind(&order.address.country)
-    .bind(order.payment.as_ref().map(|p| p.id.to_string()))
+    .bind(order.payment.as_ref().map(|p| p.id))
     .bind(order.payment.as_ref().map(|p| p.status.as_str()))
-    .bind(order.shipment.as_ref().map(|s| s.id.to_string()))
+    .bind(order.shipment.as_ref().map(|s| s.id))
     .bind(order.shipment.as_ref().map(|s| s.status.as_str()))
     .bind(
         order
@@ -399,7 +375,7 @@ pub async fn insert_order(
     ORDER_ITEMS_INSERT
         .execute_for(tx.conn(), &lines, |insert, (line, item)| {
             insert
-                .bind(order.id.to_string())
+                .bind(order.id)
                 .bind(*line)
                 .bind(&item.product_id)
                 .bind(&item.name)
@@ -422,14 +398,14 @@ pub async fn insert_order(
 /// caller appends them at `timeline_len - entries + 1` on) and returns it, in one statement.
 /// `None` if there is no such order.
 pub async fn lock_order(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     now: i64,
     entries: i64,
 ) -> Result<Option<OrderRow>, StorageError> {
     // A length of 0 is an order written by an older version (a new order has its `PENDING`
     // entry): counted from its timeline then.
-    let row = sqlx::query(&format!(
+    let row = query(&format!(
         "UPDATE orders SET updated_at = $2,
            timeline_len = CASE WHEN timeline_len = 0
              THEN (SELECT COALESCE(MAX(seq), 0) FROM order_timeline t WHERE t.order_id = orders.id)
@@ -437,7 +413,7 @@ pub async fn lock_order(
          WHERE id = $1
          RETURNING {ORDER_COLUMNS}"
     ))
-    .bind(id.to_string())
+    .bind(id)
     .bind(now)
     .bind(entries)
     .fetch_optional(conn)
@@ -447,25 +423,17 @@ pub async fn lock_order(
 
 /// `created_at` of the `n`-th oldest `PENDING` order (`n` from 1), if there are that many (from
 /// the `(status, created_at)` index).
-pub async fn nth_oldest_pending(
-    conn: &mut AnyConnection,
-    n: usize,
-) -> Result<Option<i64>, StorageError> {
-    Ok(sqlx::query_scalar(
-        "SELECT created_at FROM orders WHERE status = $1 ORDER BY created_at LIMIT 1 OFFSET $2",
-    )
-    .bind(Status::Pending.as_str())
-    .bind(i64::try_from(n.saturating_sub(1)).unwrap_or(i64::MAX))
-    .fetch_optional(conn)
-    .await?)
+pub async fn nth_oldest_pending(conn: &mut Conn, n: usize) -> Result<Option<i64>, StorageError> {
+    query("SELECT created_at FROM orders WHERE status = $1 ORDER BY created_at LIMIT 1 OFFSET $2")
+        .bind(Status::Pending.as_str())
+        .bind(i64::try_from(n.saturating_sub(1)).unwrap_or(i64::MAX))
+        .scalar_optional(conn)
+        .await
 }
 
-pub async fn load_order(
-    conn: &mut AnyConnection,
-    id: Uuid,
-) -> Result<Option<OrderRow>, StorageError> {
-    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-        .bind(id.to_string())
+pub async fn load_order(conn: &mut Conn, id: Uuid) -> Result<Option<OrderRow>, StorageError> {
+    let row = query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id)
         .fetch_optional(conn)
         .await?;
     row.as_ref().map(order_from_row).transpose()
@@ -474,18 +442,18 @@ pub async fn load_order(
 /// Moves the order from `from` to `to`, only if it is still in `from`: `false` means another
 /// transaction changed it first.
 pub async fn update_status(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     from: Status,
     to: OrderState,
     timeline_len: i64,
     now: i64,
 ) -> Result<bool, StorageError> {
-    let done = sqlx::query(
+    let updated = query(
         "UPDATE orders SET status = $3, cancellation_reason = $4, updated_at = $5, timeline_len = $6
          WHERE id = $1 AND status = $2",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(from.as_str())
     .bind(to.status.as_str())
     .bind(to.cancellation_reason.map(|r| r.as_str()))
@@ -493,17 +461,17 @@ pub async fn update_status(
     .bind(timeline_len)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(updated == 1)
 }
 
 pub async fn set_payment(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     payment: &PaymentSummary,
 ) -> Result<(), StorageError> {
-    sqlx::query("UPDATE orders SET payment_id = $2, payment_status = $3 WHERE id = $1")
-        .bind(id.to_string())
-        .bind(payment.id.to_string())
+    query("UPDATE orders SET payment_id = $2, payment_status = $3 WHERE id = $1")
+        .bind(id)
+        .bind(payment.id)
         .bind(payment.status.as_str())
         .execute(conn)
         .await?;
@@ -511,16 +479,16 @@ pub async fn set_payment(
 }
 
 pub async fn set_shipment(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     shipment: &ShipmentSummary,
 ) -> Result<(), StorageError> {
-    sqlx::query(
+    query(
         "UPDATE orders SET shipment_id = $2, shipment_status = $3, tracking_number = $4
          WHERE id = $1",
     )
-    .bind(id.to_string())
-    .bind(shipment.id.to_string())
+    .bind(id)
+    .bind(shipment.id)
     .bind(shipment.status.as_str())
     .bind(&shipment.tracking_number)
     .execute(conn)
@@ -552,7 +520,7 @@ pub fn append_timeline(
     tx.insert_at_commit(
         &TIMELINE_INSERT,
         vec![
-            id.to_string().into(),
+            id.into(),
             seq.into(),
             status.into(),
             event.into(),
@@ -573,7 +541,7 @@ pub struct OrderFilter {
 
 /// Orders matching `filter`, newest first (UUIDv7 ids sort by creation time).
 pub async fn list_orders(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     filter: &OrderFilter,
 ) -> Result<Vec<OrderRow>, StorageError> {
     let mut conditions = Vec::new();
@@ -599,17 +567,17 @@ pub async fn list_orders(
         "SELECT {ORDER_COLUMNS} FROM orders {filter_sql} ORDER BY id DESC LIMIT ${}",
         binds.len() + 1
     );
-    let mut query = sqlx::query(&sql);
-    for bind in binds {
-        query = query.bind(bind);
-    }
-    let rows = query.bind(filter.limit).fetch_all(conn).await?;
+    let rows = query(&sql)
+        .bind_all(binds)
+        .bind(filter.limit)
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(order_from_row).collect()
 }
 
 /// The lines of each order among `ids`, in line order.
 pub async fn items_of(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Vec<ItemRow>>, StorageError> {
     let mut items: HashMap<Uuid, Vec<ItemRow>> = HashMap::new();
@@ -621,20 +589,15 @@ pub async fn items_of(
          WHERE order_id IN ({}) ORDER BY order_id, line",
         placeholders(1, ids.len())
     );
-    let mut query = sqlx::query(&sql);
-    for id in ids {
-        query = query.bind(id.to_string());
-    }
-    for row in query.fetch_all(conn).await? {
-        let order: String = row.try_get("order_id")?;
+    for row in query(&sql).bind_all(ids).fetch_all(conn).await? {
         items
-            .entry(uuid("order id", &order)?)
+            .entry(row.get("order_id")?)
             .or_default()
             .push(ItemRow {
-                product_id: row.try_get("product_id")?,
-                name: row.try_get("name")?,
-                unit_amount: row.try_get("unit_amount")?,
-                quantity: row.try_get("quantity")?,
+                product_id: row.get("product_id")?,
+                name: row.get("name")?,
+                unit_amount: row.get("unit_amount")?,
+                quantity: row.get("quantity")?,
             });
     }
     Ok(items)
@@ -642,7 +605,7 @@ pub async fn items_of(
 
 /// The timeline of each order among `ids`, in the order it was written.
 pub async fn timelines_of(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Vec<TimelineRow>>, StorageError> {
     let mut timelines: HashMap<Uuid, Vec<TimelineRow>> = HashMap::new();
@@ -654,28 +617,21 @@ pub async fn timelines_of(
          WHERE order_id IN ({}) ORDER BY order_id, seq",
         placeholders(1, ids.len())
     );
-    let mut query = sqlx::query(&sql);
-    for id in ids {
-        query = query.bind(id.to_string());
-    }
-    for row in query.fetch_all(conn).await? {
-        let order: String = row.try_get("order_id")?;
-        let status: Option<String> = row.try_get("status")?;
-        let event: Option<String> = row.try_get("event")?;
+    for row in query(&sql).bind_all(ids).fetch_all(conn).await? {
+        let order: Uuid = row.get("order_id")?;
+        let status: Option<String> = row.get("status")?;
+        let event: Option<String> = row.get("event")?;
         let entry = match (status, event) {
             (Some(status), _) => {
                 Entry::Status(Status::parse(&status).ok_or_else(|| corrupt("status", &status))?)
             }
             (None, Some(event)) => Entry::Event(event),
-            (None, None) => return Err(corrupt("timeline entry", &order)),
+            (None, None) => return Err(corrupt("timeline entry", &order.to_string())),
         };
-        timelines
-            .entry(uuid("order id", &order)?)
-            .or_default()
-            .push(TimelineRow {
-                entry,
-                at: row.try_get("at")?,
-            });
+        timelines.entry(order).or_default().push(TimelineRow {
+            entry,
+            at: row.get("at")?,
+        });
     }
     Ok(timelines)
 }
@@ -683,11 +639,11 @@ pub async fn timelines_of(
 /// Up to `limit` orders still `PENDING` that were created at or before `cutoff`, oldest first,
 /// with the correlation id of the request that placed each.
 pub async fn overdue(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     cutoff: i64,
     limit: i64,
 ) -> Result<Vec<(Uuid, String)>, StorageError> {
-    let rows = sqlx::query(
+    let rows = query(
         "SELECT id, correlation_id FROM orders WHERE status = $1 AND created_at <= $2
          ORDER BY created_at LIMIT $3",
     )
@@ -697,36 +653,31 @@ pub async fn overdue(
     .fetch_all(conn)
     .await?;
     rows.iter()
-        .map(|row| {
-            let id: String = row.try_get("id")?;
-            Ok((uuid("order id", &id)?, row.try_get("correlation_id")?))
-        })
+        .map(|row| Ok((row.get("id")?, row.get("correlation_id")?)))
         .collect()
 }
 
 // --------------------------------------------------------------- idempotency
 
 pub async fn find_key(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     user: Uuid,
     key: &str,
 ) -> Result<Option<KeyRecord>, StorageError> {
-    let row = sqlx::query(
+    let row = query(
         "SELECT order_id, request, status, response FROM idempotency_keys
          WHERE user_id = $1 AND key = $2",
     )
-    .bind(user.to_string())
+    .bind(user)
     .bind(key)
     .fetch_optional(conn)
     .await?;
     row.map(|row| {
-        let order_id: String = row.try_get("order_id")?;
         Ok(KeyRecord {
-            order_id: uuid("order id", &order_id)?,
-            request: row.try_get("request")?,
-            status: u16::try_from(row.try_get::<i64, _>("status")?)
-                .map_err(|_| corrupt("idempotency status", "out of range"))?,
-            response: row.try_get("response")?,
+            order_id: row.get("order_id")?,
+            request: row.get("request")?,
+            status: row.get("status")?,
+            response: row.get("response")?,
         })
     })
     .transpose()
@@ -735,25 +686,25 @@ pub async fn find_key(
 /// Records the key with its request and response; `false` if the user already used it (then
 /// nothing is written, and the caller must answer from [`find_key`]).
 pub async fn claim_key(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     user: Uuid,
     key: &str,
     record: &KeyRecord,
     now: i64,
 ) -> Result<bool, StorageError> {
-    let done = sqlx::query(
+    let claimed = query(
         "INSERT INTO idempotency_keys (user_id, key, request, status, response, order_id, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (user_id, key) DO NOTHING",
     )
-    .bind(user.to_string())
+    .bind(user)
     .bind(key)
     .bind(&record.request)
-    .bind(i64::from(record.status))
+    .bind(record.status)
     .bind(&record.response)
-    .bind(record.order_id.to_string())
+    .bind(record.order_id)
     .bind(now)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(claimed == 1)
 }

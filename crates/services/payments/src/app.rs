@@ -30,12 +30,6 @@ pub enum Error {
     Storage(#[from] StorageError),
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Storage(e.into())
-    }
-}
-
 /// The provider as the service calls it: with retries, behind the service's one breaker (the
 /// platform's concerns around the plain [`crate::authorizer::authorize`]).
 #[derive(Clone)]
@@ -111,9 +105,9 @@ async fn authorize_if_ready(
     let inserted = store::insert_payment(
         tx.conn(),
         &PaymentRow {
-            id: payment_id.to_string(),
-            order_id: order_id.to_string(),
-            user_id: order.user_id.clone(),
+            id: payment_id,
+            order_id,
+            user_id: order.user_id,
             amount,
             currency: currency.clone(),
             status: status.as_str().to_owned(),
@@ -177,10 +171,10 @@ async fn transition(
     let Some(to) = next(from) else {
         return Ok(());
     };
-    if !store::set_status(tx.conn(), &payment.id, from, to, now).await? {
+    if !store::set_status(tx.conn(), payment.id, from, to, now).await? {
         return Ok(());
     }
-    let payment_id = payment.id()?;
+    let payment_id = payment.id;
     let amount = Money::new(payment.amount, payment.currency);
     let event = match to {
         PaymentStatus::Captured => Event::PaymentCaptured(PaymentCaptured {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use emporium_platform::{
     api::{self, ApiError},
     auth::AuthUser,
-    storage::{Db, StorageError},
+    storage::Db,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -52,10 +52,10 @@ pub struct PaymentsQuery {
     pub order_id: Option<String>,
 }
 
-fn view(row: PaymentRow) -> Result<Payment, StorageError> {
-    Ok(Payment {
-        id: store::parse_uuid(&row.id)?,
-        order_id: store::parse_uuid(&row.order_id)?,
+fn view(row: PaymentRow) -> Payment {
+    Payment {
+        id: row.id,
+        order_id: row.order_id,
         amount: Amount {
             amount: row.amount,
             currency: row.currency,
@@ -63,7 +63,7 @@ fn view(row: PaymentRow) -> Result<Payment, StorageError> {
         status: row.status,
         decline_reason: row.decline_reason,
         created_at: DateTime::from_timestamp_millis(row.created_at).unwrap_or_default(),
-    })
+    }
 }
 
 /// The payments of an order (its owner or an admin). An order payments has not heard of yet has
@@ -86,18 +86,19 @@ pub async fn list_payments(
     let Query(query) = query.map_err(api::query_error)?;
     let order_id = api::required_id(query.order_id.as_deref(), "orderId", "an order")?;
     // The owner is known from `OrderCreated` (or `OrderCancelled`), before any payment exists.
-    let owner = store::order(db.reader(), order_id)
+    let mut conn = db.reader().await?;
+    let owner = store::order(&mut conn, order_id)
         .await?
         .and_then(|order| order.user_id);
     match owner {
         None if !user.is_admin() => return Ok(Json(Vec::new())),
-        Some(owner) if !user.is_admin() && owner != user.id.to_string() => {
+        Some(owner) if !user.is_admin() && owner != user.id => {
             return Err(ApiError::not_found("no such order"));
         }
         _ => {}
     }
-    let payments = match store::payment_of_order(db.reader(), order_id).await? {
-        Some(row) => vec![view(row)?],
+    let payments = match store::payment_of_order(&mut conn, order_id).await? {
+        Some(row) => vec![view(row)],
         None => Vec::new(),
     };
     Ok(Json(payments))

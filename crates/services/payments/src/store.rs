@@ -5,8 +5,7 @@
 //!   arrive, in whatever order;
 //! - `payments`: one row per order at most (`order_id` is unique), with its status.
 
-use emporium_platform::storage::{Migration, StorageError};
-use sqlx::{Any, AnyConnection, Executor, FromRow, Row};
+use emporium_platform::storage::{Conn, Migration, Row, StorageError, query};
 use uuid::Uuid;
 
 use crate::domain::{OrderFacts, PaymentStatus};
@@ -51,24 +50,40 @@ const ORDER_COLUMNS: &str =
     "order_id, user_id, amount, currency, token, created, reserved, cancelled";
 
 /// An order as payments knows it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRow {
-    pub order_id: String,
-    pub user_id: Option<String>,
+    pub order_id: Uuid,
+    pub user_id: Option<Uuid>,
     pub amount: Option<i64>,
     pub currency: Option<String>,
     pub token: Option<String>,
-    pub created: i64,
-    pub reserved: i64,
-    pub cancelled: i64,
+    pub created: bool,
+    pub reserved: bool,
+    pub cancelled: bool,
+}
+
+impl OrderRow {
+    /// Reads the [`ORDER_COLUMNS`] of `row`.
+    fn from_row(row: &Row) -> Result<Self, StorageError> {
+        Ok(OrderRow {
+            order_id: row.get("order_id")?,
+            user_id: row.get("user_id")?,
+            amount: row.get("amount")?,
+            currency: row.get("currency")?,
+            token: row.get("token")?,
+            created: row.get("created")?,
+            reserved: row.get("reserved")?,
+            cancelled: row.get("cancelled")?,
+        })
+    }
 }
 
 /// A payment as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRow {
-    pub id: String,
-    pub order_id: String,
-    pub user_id: Option<String>,
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Option<Uuid>,
     pub amount: i64,
     pub currency: String,
     pub status: String,
@@ -78,13 +93,24 @@ pub struct PaymentRow {
 }
 
 impl PaymentRow {
+    /// Reads the [`PAYMENT_COLUMNS`] of `row`.
+    fn from_row(row: &Row) -> Result<Self, StorageError> {
+        Ok(PaymentRow {
+            id: row.get("id")?,
+            order_id: row.get("order_id")?,
+            user_id: row.get("user_id")?,
+            amount: row.get("amount")?,
+            currency: row.get("currency")?,
+            status: row.get("status")?,
+            decline_reason: row.get("decline_reason")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
+
     pub fn status(&self) -> Result<PaymentStatus, StorageError> {
         PaymentStatus::parse(&self.status)
             .ok_or_else(|| StorageError::Query(format!("unknown payment status {:?}", self.status)))
-    }
-
-    pub fn id(&self) -> Result<Uuid, StorageError> {
-        parse_uuid(&self.id)
     }
 }
 
@@ -93,23 +119,23 @@ const PAYMENT_COLUMNS: &str =
 
 /// `OrderCreated`: the owner, the total and the token.
 pub async fn record_created(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
     user_id: Uuid,
     amount: i64,
     currency: &str,
     token: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), StorageError> {
+    query(
         "INSERT INTO payment_orders (order_id, user_id, amount, currency, token, created, updated_at)
          VALUES ($1, $2, $3, $4, $5, 1, $6)
          ON CONFLICT (order_id) DO UPDATE SET user_id = excluded.user_id, amount = excluded.amount,
              currency = excluded.currency, token = excluded.token, created = 1,
              updated_at = excluded.updated_at",
     )
-    .bind(order_id.to_string())
-    .bind(user_id.to_string())
+    .bind(order_id)
+    .bind(user_id)
     .bind(amount)
     .bind(currency)
     .bind(token)
@@ -121,15 +147,15 @@ pub async fn record_created(
 
 /// `InventoryReserved`.
 pub async fn record_reserved(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), StorageError> {
+    query(
         "INSERT INTO payment_orders (order_id, reserved, updated_at) VALUES ($1, 1, $2)
          ON CONFLICT (order_id) DO UPDATE SET reserved = 1, updated_at = excluded.updated_at",
     )
-    .bind(order_id.to_string())
+    .bind(order_id)
     .bind(now)
     .execute(conn)
     .await?;
@@ -138,19 +164,19 @@ pub async fn record_reserved(
 
 /// `OrderCancelled`. Also learns the owner, should the cancellation be the first event seen.
 pub async fn record_cancelled(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
     user_id: Uuid,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), StorageError> {
+    query(
         "INSERT INTO payment_orders (order_id, user_id, cancelled, updated_at) VALUES ($1, $2, 1, $3)
          ON CONFLICT (order_id) DO UPDATE SET cancelled = 1,
              user_id = COALESCE(payment_orders.user_id, excluded.user_id),
              updated_at = excluded.updated_at",
     )
-    .bind(order_id.to_string())
-    .bind(user_id.to_string())
+    .bind(order_id)
+    .bind(user_id)
     .bind(now)
     .execute(conn)
     .await?;
@@ -158,38 +184,38 @@ pub async fn record_cancelled(
 }
 
 /// Forgets the token once the order's payment is decided: it has no further use.
-pub async fn forget_token(conn: &mut AnyConnection, order_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE payment_orders SET token = NULL WHERE order_id = $1")
-        .bind(order_id.to_string())
+pub async fn forget_token(conn: &mut Conn, order_id: Uuid) -> Result<(), StorageError> {
+    query("UPDATE payment_orders SET token = NULL WHERE order_id = $1")
+        .bind(order_id)
         .execute(conn)
         .await?;
     Ok(())
 }
 
-pub async fn order<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    order_id: Uuid,
-) -> Result<Option<OrderRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+pub async fn order(conn: &mut Conn, order_id: Uuid) -> Result<Option<OrderRow>, StorageError> {
+    query(&format!(
         "SELECT {ORDER_COLUMNS} FROM payment_orders WHERE order_id = $1"
     ))
-    .bind(order_id.to_string())
-    .fetch_optional(db)
-    .await
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(OrderRow::from_row)
+    .transpose()
 }
 
 /// The facts the domain decides on: the order, and whether it has a payment, in one statement.
 pub async fn facts(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
-) -> Result<(Option<OrderRow>, OrderFacts), sqlx::Error> {
-    let row = sqlx::query(&format!(
+) -> Result<(Option<OrderRow>, OrderFacts), StorageError> {
+    let row = query(&format!(
         "SELECT {ORDER_COLUMNS},
                 CAST(CASE WHEN EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.order_id)
                      THEN 1 ELSE 0 END AS BIGINT) AS has_payment
          FROM payment_orders o WHERE order_id = $1"
     ))
-    .bind(order_id.to_string())
+    .bind(order_id)
     .fetch_optional(conn)
     .await?;
     let Some(row) = row else {
@@ -198,39 +224,39 @@ pub async fn facts(
     };
     let order = OrderRow::from_row(&row)?;
     let facts = OrderFacts {
-        created: order.created != 0,
-        reserved: order.reserved != 0,
-        cancelled: order.cancelled != 0,
-        has_payment: row.try_get::<i64, _>("has_payment")? != 0,
+        created: order.created,
+        reserved: order.reserved,
+        cancelled: order.cancelled,
+        has_payment: row.get("has_payment")?,
     };
     Ok((Some(order), facts))
 }
 
-pub async fn payment_of_order<'e, E: Executor<'e, Database = Any>>(
-    db: E,
+pub async fn payment_of_order(
+    conn: &mut Conn,
     order_id: Uuid,
-) -> Result<Option<PaymentRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+) -> Result<Option<PaymentRow>, StorageError> {
+    query(&format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1"
     ))
-    .bind(order_id.to_string())
-    .fetch_optional(db)
-    .await
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(PaymentRow::from_row)
+    .transpose()
 }
 
 /// Records the order's payment. `false` if it already has one (exactly one payment per order).
-pub async fn insert_payment(
-    conn: &mut AnyConnection,
-    payment: &PaymentRow,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+pub async fn insert_payment(conn: &mut Conn, payment: &PaymentRow) -> Result<bool, StorageError> {
+    let inserted = query(
         "INSERT INTO payments (id, order_id, user_id, amount, currency, status, decline_reason,
              created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING",
     )
-    .bind(&payment.id)
-    .bind(&payment.order_id)
-    .bind(&payment.user_id)
+    .bind(payment.id)
+    .bind(payment.order_id)
+    .bind(payment.user_id)
     .bind(payment.amount)
     .bind(&payment.currency)
     .bind(&payment.status)
@@ -239,30 +265,24 @@ pub async fn insert_payment(
     .bind(payment.updated_at)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(inserted == 1)
 }
 
 /// Moves a payment from `from` to `to`; `false` if it was not in `from` any more.
 pub async fn set_status(
-    conn: &mut AnyConnection,
-    payment_id: &str,
+    conn: &mut Conn,
+    payment_id: Uuid,
     from: PaymentStatus,
     to: PaymentStatus,
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
-    )
-    .bind(to.as_str())
-    .bind(now)
-    .bind(payment_id)
-    .bind(from.as_str())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-pub fn parse_uuid(text: &str) -> Result<Uuid, StorageError> {
-    Uuid::parse_str(text)
-        .map_err(|e| StorageError::Query(format!("bad id {text:?} in the database: {e}")))
+) -> Result<bool, StorageError> {
+    let updated =
+        query("UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+            .bind(to.as_str())
+            .bind(now)
+            .bind(payment_id)
+            .bind(from.as_str())
+            .execute(conn)
+            .await?;
+    Ok(updated == 1)
 }

@@ -11,7 +11,7 @@ use emporium_events::{
 };
 use emporium_platform::{
     bus::consumer::{EventHandler, HandlerError},
-    storage::{EventContext, testing::TestDb},
+    storage::{EventContext, query, testing::TestDb},
 };
 use uuid::Uuid;
 
@@ -83,14 +83,21 @@ impl Fixture {
     }
 
     async fn emitted(&self) -> Vec<Event> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id")
-            .fetch_all(self.db.reader())
+        // Readers are read-only: the outbox is emptied in a transaction.
+        let mut tx = self
+            .db
+            .begin(EventContext::request(NAME, "corr-test"))
             .await
             .unwrap();
-        sqlx::query("DELETE FROM outbox")
-            .execute(self.db.reader())
+        let rows: Vec<Vec<u8>> = query("SELECT payload FROM outbox ORDER BY id")
+            .scalars(tx.conn())
             .await
             .unwrap();
+        query("DELETE FROM outbox")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
         rows.iter()
             .map(|p| Envelope::from_json(p).unwrap().event)
             .collect()
@@ -158,7 +165,7 @@ impl Fixture {
     }
 
     async fn status(&self, order_id: Uuid) -> Option<(String, Option<String>)> {
-        store::payment_of_order(self.db.reader(), order_id)
+        store::payment_of_order(&mut self.db.reader().await.unwrap(), order_id)
             .await
             .unwrap()
             .map(|p| (p.status, p.decline_reason))
@@ -189,7 +196,7 @@ async fn a_reserved_order_is_authorized_once_whichever_event_comes_first(f: Fixt
         [Event::PaymentAuthorized(_)]
     ));
     assert_eq!(f.status(reversed).await, Some(("AUTHORIZED".into(), None)));
-    let order = store::order(f.db.reader(), reversed)
+    let order = store::order(&mut f.db.reader().await.unwrap(), reversed)
         .await
         .unwrap()
         .unwrap();

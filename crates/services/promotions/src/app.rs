@@ -147,7 +147,7 @@ impl App {
         };
 
         let row = PromotionRow {
-            id: Uuid::now_v7().to_string(),
+            id: Uuid::now_v7(),
             name,
             message,
             product_ids: serde_json::to_string(&products)
@@ -171,15 +171,15 @@ impl App {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<PromotionRow, ApiError> {
-        store::by_id(self.db.reader(), id)
+        store::by_id(&mut self.db.reader().await?, id)
             .await?
             .ok_or_else(|| ApiError::not_found("no such promotion"))
     }
 
     /// Promotions, newest first.
     pub async fn list(&self, page: &PageRequest) -> Result<Page<PromotionRow>, ApiError> {
-        let rows = store::list(self.db.reader(), page).await?;
-        Ok(Page::from_rows(rows, page, |row| row.id.clone()))
+        let rows = store::list(&mut self.db.reader().await?, page).await?;
+        Ok(Page::from_rows(rows, page, |row| row.id.to_string()))
     }
 }
 
@@ -213,7 +213,7 @@ pub async fn launch(
     let scheduled_for = millis(due.occurrence);
     if !store::advance(
         tx.conn(),
-        &promotion.id,
+        promotion.id,
         expected,
         millis(now),
         due.next.map(millis),
@@ -223,10 +223,10 @@ pub async fn launch(
         return Ok(false);
     }
     let first_time =
-        store::record_launch(tx.conn(), &promotion.id, scheduled_for, millis(now)).await?;
+        store::record_launch(tx.conn(), promotion.id, scheduled_for, millis(now)).await?;
     if first_time {
         tx.emit(Event::PromotionLaunched(PromotionLaunched {
-            promotion_id: promotion.id()?,
+            promotion_id: promotion.id,
             name: promotion.name.clone(),
             message: promotion.message.clone(),
             product_ids: promotion.product_ids()?,
@@ -245,7 +245,7 @@ const LAUNCH_BATCH: i64 = 100;
 pub async fn launch_due(db: &Db, now: DateTime<Utc>) -> Result<usize, StorageError> {
     let mut launched = 0;
     loop {
-        let due = store::due(db.reader(), millis(now), LAUNCH_BATCH).await?;
+        let due = store::due(&mut db.reader().await?, millis(now), LAUNCH_BATCH).await?;
         let mut moved = 0;
         for promotion in &due {
             if launch(db, promotion, now).await? {
@@ -263,7 +263,10 @@ pub async fn launch_due(db: &Db, now: DateTime<Utc>) -> Result<usize, StorageErr
 
 /// The earliest pending launch of any promotion.
 pub async fn next_due(db: &Db) -> Result<Option<DateTime<Utc>>, StorageError> {
-    store::next_due(db.reader()).await?.map(time).transpose()
+    store::next_due(&mut db.reader().await?)
+        .await?
+        .map(time)
+        .transpose()
 }
 
 /// How long the scheduler waits after a failed pass before trying again.

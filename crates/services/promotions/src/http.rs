@@ -60,7 +60,7 @@ fn view(row: &PromotionRow) -> Result<Promotion, StorageError> {
     let last_launched_at = row.last_launched_at.map(time).transpose()?;
     let next_launch_at = row.next_launch_at.map(time).transpose()?;
     Ok(Promotion {
-        id: row.id()?,
+        id: row.id,
         name: row.name.clone(),
         message: row.message.clone(),
         product_ids: row.product_ids()?,

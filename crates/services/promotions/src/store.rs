@@ -8,9 +8,8 @@
 use chrono::{DateTime, Utc};
 use emporium_platform::{
     api::PageRequest,
-    storage::{Migration, StorageError},
+    storage::{Conn, Migration, Row, StorageError, query},
 };
-use sqlx::{Any, AnyConnection, Executor};
 use uuid::Uuid;
 
 pub const MIGRATIONS: &[Migration] = &[
@@ -58,9 +57,9 @@ pub fn time(millis: i64) -> Result<DateTime<Utc>, StorageError> {
 }
 
 /// A promotion as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromotionRow {
-    pub id: String,
+    pub id: Uuid,
     pub name: String,
     pub message: String,
     pub product_ids: String,
@@ -74,8 +73,20 @@ pub struct PromotionRow {
 }
 
 impl PromotionRow {
-    pub fn id(&self) -> Result<Uuid, StorageError> {
-        parse_uuid(&self.id)
+    fn from_row(row: &Row) -> Result<Self, StorageError> {
+        Ok(PromotionRow {
+            id: row.get("id")?,
+            name: row.get("name")?,
+            message: row.get("message")?,
+            product_ids: row.get("product_ids")?,
+            category: row.get("category")?,
+            starts_at: row.get("starts_at")?,
+            cron: row.get("cron")?,
+            correlation_id: row.get("correlation_id")?,
+            created_at: row.get("created_at")?,
+            last_launched_at: row.get("last_launched_at")?,
+            next_launch_at: row.get("next_launch_at")?,
+        })
     }
 
     pub fn product_ids(&self) -> Result<Vec<Uuid>, StorageError> {
@@ -91,19 +102,19 @@ impl PromotionRow {
 const COLUMNS: &str = "id, name, message, product_ids, category, starts_at, cron, correlation_id, \
                        created_at, last_launched_at, next_launch_at";
 
-pub async fn insert(conn: &mut AnyConnection, row: &PromotionRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub async fn insert(conn: &mut Conn, row: &PromotionRow) -> Result<(), StorageError> {
+    query(
         "INSERT INTO promotions (id, name, message, product_ids, category, starts_at, cron,
              correlation_id, created_at, last_launched_at, next_launch_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(&row.id)
+    .bind(row.id)
     .bind(&row.name)
     .bind(&row.message)
     .bind(&row.product_ids)
-    .bind(row.category.clone())
+    .bind(&row.category)
     .bind(row.starts_at)
-    .bind(row.cron.clone())
+    .bind(&row.cron)
     .bind(&row.correlation_id)
     .bind(row.created_at)
     .bind(row.last_launched_at)
@@ -113,65 +124,56 @@ pub async fn insert(conn: &mut AnyConnection, row: &PromotionRow) -> Result<(), 
     Ok(())
 }
 
-pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    id: Uuid,
-) -> Result<Option<PromotionRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM promotions WHERE id = $1"))
-        .bind(id.to_string())
-        .fetch_optional(db)
-        .await
+pub async fn by_id(conn: &mut Conn, id: Uuid) -> Result<Option<PromotionRow>, StorageError> {
+    let row = query(&format!("SELECT {COLUMNS} FROM promotions WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(PromotionRow::from_row).transpose()
 }
 
 /// Promotions newest first (ids are UUIDv7), `page.fetch()` of them after the cursor.
-pub async fn list<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    page: &PageRequest,
-) -> Result<Vec<PromotionRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+pub async fn list(conn: &mut Conn, page: &PageRequest) -> Result<Vec<PromotionRow>, StorageError> {
+    let rows = query(&format!(
         "SELECT {COLUMNS} FROM promotions WHERE ($1 IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
     ))
-    .bind(page.after.clone())
+    .bind(&page.after)
     .bind(page.fetch())
-    .fetch_all(db)
-    .await
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(PromotionRow::from_row).collect()
 }
 
 /// Promotions with a launch due at `now`, the earliest first.
-pub async fn due<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    now: i64,
-    limit: i64,
-) -> Result<Vec<PromotionRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+pub async fn due(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<PromotionRow>, StorageError> {
+    let rows = query(&format!(
         "SELECT {COLUMNS} FROM promotions WHERE next_launch_at <= $1
          ORDER BY next_launch_at, id LIMIT $2"
     ))
     .bind(now)
     .bind(limit)
-    .fetch_all(db)
-    .await
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(PromotionRow::from_row).collect()
 }
 
 /// The earliest pending launch of any promotion.
-pub async fn next_due<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT MIN(next_launch_at) FROM promotions")
-        .fetch_one(db)
+pub async fn next_due(conn: &mut Conn) -> Result<Option<i64>, StorageError> {
+    query("SELECT MIN(next_launch_at) FROM promotions")
+        .scalar(conn)
         .await
 }
 
 /// Moves a promotion past a launch, if its next launch is still `expected` (so that two schedulers
 /// never both launch one occurrence). `false` when another got there first.
 pub async fn advance(
-    conn: &mut AnyConnection,
-    id: &str,
+    conn: &mut Conn,
+    id: Uuid,
     expected: i64,
     launched: i64,
     next: Option<i64>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<bool, StorageError> {
+    let done = query(
         "UPDATE promotions SET last_launched_at = $3, next_launch_at = $4
          WHERE id = $1 AND next_launch_at = $2",
     )
@@ -181,17 +183,17 @@ pub async fn advance(
     .bind(next)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done == 1)
 }
 
 /// Records the launch of an occurrence; `false` if it was already launched.
 pub async fn record_launch(
-    conn: &mut AnyConnection,
-    promotion_id: &str,
+    conn: &mut Conn,
+    promotion_id: Uuid,
     scheduled_for: i64,
     launched_at: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<bool, StorageError> {
+    let done = query(
         "INSERT INTO promotion_launches (promotion_id, scheduled_for, launched_at)
          VALUES ($1, $2, $3) ON CONFLICT (promotion_id, scheduled_for) DO NOTHING",
     )
@@ -200,10 +202,5 @@ pub async fn record_launch(
     .bind(launched_at)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-pub fn parse_uuid(text: &str) -> Result<Uuid, StorageError> {
-    Uuid::parse_str(text)
-        .map_err(|e| StorageError::Query(format!("bad id {text:?} in the database: {e}")))
+    Ok(done == 1)
 }

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use emporium_events::{Envelope, Event, PromotionLaunched};
-use emporium_platform::storage::{Db, EventContext, testing::TestDb};
+use emporium_platform::storage::{Db, EventContext, query, testing::TestDb};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -67,11 +67,13 @@ impl Fixture {
             .begin(EventContext::request(NAME, "test"))
             .await
             .unwrap();
-        let mut rows: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("DELETE FROM outbox RETURNING id, payload")
-                .fetch_all(tx.conn())
-                .await
-                .unwrap();
+        let mut rows: Vec<(i64, Vec<u8>)> = query("DELETE FROM outbox RETURNING id, payload")
+            .fetch_all(tx.conn())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get("id").unwrap(), row.get("payload").unwrap()))
+            .collect();
         tx.commit().await.unwrap();
         rows.sort_by_key(|(id, _)| *id);
         rows.iter()
@@ -88,8 +90,8 @@ impl Fixture {
             .collect()
     }
 
-    async fn row(&self, id: &str) -> PromotionRow {
-        self.app.get(Uuid::parse_str(id).unwrap()).await.unwrap()
+    async fn row(&self, id: Uuid) -> PromotionRow {
+        self.app.get(id).await.unwrap()
     }
 }
 
@@ -177,12 +179,12 @@ async fn a_promotion_without_a_start_launches_once_at_once(f: Fixture) {
     let [(envelope, event)] = launched.as_slice() else {
         panic!("{launched:?}")
     };
-    assert_eq!(envelope.aggregate_id, row.id);
+    assert_eq!(envelope.aggregate_id, row.id.to_string());
     assert_eq!(envelope.correlation_id, "corr-promo");
     assert_eq!(event.scheduled_for, created);
     assert_eq!(event.product_ids, [product]);
     assert_eq!(event.category.as_deref(), Some("kitchen"));
-    let after = f.row(&row.id).await;
+    let after = f.row(row.id).await;
     assert_eq!(after.next_launch_at, None);
     assert_eq!(after.last_launched_at, Some(created.timestamp_millis()));
 }
@@ -208,7 +210,7 @@ async fn a_launch_missed_while_the_platform_was_down_happens_once_when_it_is_bac
     };
     assert_eq!(event.scheduled_for, at(12, 0, 0), "for its own time");
     assert_eq!(
-        f.row(&row.id).await.last_launched_at,
+        f.row(row.id).await.last_launched_at,
         Some(at(15, 0, 0).timestamp_millis()),
         "launched late"
     );
@@ -237,7 +239,7 @@ async fn a_cron_promotion_launches_every_occurrence_and_only_the_latest_missed_o
         .collect();
     assert_eq!(times, [at(10, 0, 0), at(13, 0, 0), at(14, 0, 0)]);
     assert_eq!(
-        f.row(&row.id).await.next_launch_at,
+        f.row(row.id).await.next_launch_at,
         Some(at(15, 0, 0).timestamp_millis())
     );
 }
@@ -267,7 +269,7 @@ async fn an_occurrence_already_recorded_is_not_emitted_again(f: Fixture) {
         .await
         .unwrap();
     assert!(
-        store::record_launch(tx.conn(), &row.id, at(10, 0, 0).timestamp_millis(), 0)
+        store::record_launch(tx.conn(), row.id, at(10, 0, 0).timestamp_millis(), 0)
             .await
             .unwrap()
     );
@@ -276,7 +278,7 @@ async fn an_occurrence_already_recorded_is_not_emitted_again(f: Fixture) {
     assert!(f.launched().await.is_empty());
     // The promotion still moves on to its next occurrence.
     assert_eq!(
-        f.row(&row.id).await.next_launch_at,
+        f.row(row.id).await.next_launch_at,
         Some(at(11, 0, 0).timestamp_millis())
     );
 }
@@ -288,8 +290,8 @@ async fn pages_of_promotions_are_newest_first(f: Fixture) {
     }
     let first = emporium_platform::api::PageRequest::parse(Some("2"), None).unwrap();
     let page = f.app.list(&first).await.unwrap();
-    let got: Vec<&str> = page.items.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()]);
+    let got: Vec<Uuid> = page.items.iter().map(|r| r.id).collect();
+    assert_eq!(got, [ids[2], ids[1]]);
     let next =
         emporium_platform::api::PageRequest::parse(None, page.next_cursor.as_deref()).unwrap();
     let page = f.app.list(&next).await.unwrap();
@@ -330,8 +332,8 @@ async fn the_scheduler_wakes_for_a_new_promotion_launches_it_on_time_and_stops_w
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert_eq!(launched.len(), 1);
-    assert_eq!(launched[0].1.promotion_id.to_string(), row.id);
-    let launched_at = f.row(&row.id).await.last_launched_at.unwrap();
+    assert_eq!(launched[0].1.promotion_id, row.id);
+    let launched_at = f.row(row.id).await.last_launched_at.unwrap();
     assert!(
         launched_at >= starts.timestamp_millis(),
         "not before its time"

@@ -26,10 +26,9 @@ use emporium_events::{
 };
 use emporium_platform::{
     cache::{self, Cache},
-    storage::{Db, StorageError, Tx},
+    storage::{Conn, Db, StorageError, Tx},
 };
 use serde::{Deserialize, Serialize};
-use sqlx::AnyConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -49,12 +48,6 @@ pub enum Error {
     ProductNotFound,
     #[error(transparent)]
     Storage(#[from] StorageError),
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Storage(e.into())
-    }
 }
 
 // ---------------------------------------------------------------- wire types
@@ -107,7 +100,7 @@ fn timestamp(millis: i64) -> DateTime<Utc> {
 
 fn view(row: &ProductRow) -> Result<ProductView, StorageError> {
     Ok(ProductView {
-        id: row.id()?,
+        id: row.id,
         name: row.name.clone(),
         description: row.description.clone(),
         category: row.category.clone(),
@@ -135,7 +128,7 @@ impl Slice {
 
     fn add(&mut self, rows: Vec<ProductRow>) -> Result<(), StorageError> {
         for row in rows {
-            let id = row.id()?;
+            let id = row.id;
             self.model.add_product(id, row.facts());
             self.model
                 .set_sales(id, u64::try_from(row.sales).unwrap_or(0));
@@ -149,11 +142,7 @@ impl Slice {
     /// of the anchors' categories and overall, `limit` beyond the anchors (which a ranking skips).
     /// A product left out has no co-purchase with an anchor and at least `limit` recommendable
     /// products of its category (or overall) outsell it, so it could not have made the list.
-    async fn load(
-        conn: &mut AnyConnection,
-        anchors: &[Uuid],
-        limit: usize,
-    ) -> Result<Slice, StorageError> {
+    async fn load(conn: &mut Conn, anchors: &[Uuid], limit: usize) -> Result<Slice, StorageError> {
         let mut slice = Slice::new();
         slice.add(store::products(conn, anchors).await?)?;
         let pairs = store::co_purchases(conn, anchors).await?;
@@ -198,7 +187,7 @@ impl Slice {
 
 /// Ranks for `user_id` on `conn` (a request's connection or a handler's transaction).
 async fn rank_for_user(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     user_id: Uuid,
     limit: usize,
 ) -> Result<Vec<Recommendation>, StorageError> {
@@ -209,12 +198,12 @@ async fn rank_for_user(
 }
 
 async fn rank_for_product(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     product_id: Uuid,
     limit: usize,
 ) -> Result<Vec<Recommendation>, Error> {
     match store::product(conn, product_id).await? {
-        Some(row) if row.deleted == 0 => {}
+        Some(row) if !row.deleted => {}
         _ => return Err(Error::ProductNotFound),
     }
     let slice = Slice::load(conn, &[product_id], limit).await?;
@@ -266,7 +255,7 @@ impl Recommender {
     }
 
     async fn serve(&self, subject: Subject, limit: usize) -> Result<Vec<Recommendation>, Error> {
-        let mut conn = self.db.reader().acquire().await?;
+        let mut conn = self.db.reader().await?;
         let key = cache_key(store::generation(&mut conn).await?, subject, limit);
         let hit = self.cached(&key).await;
         cache::count_lookup(NAME, hit.is_some());

@@ -16,8 +16,9 @@
 
 use std::collections::BTreeMap;
 
-use emporium_platform::storage::{Migration, MultiRow, StorageError};
-use sqlx::{AnyConnection, Row};
+use emporium_platform::storage::{
+    Conn, Migration, MultiRow, Row, StorageError, placeholders, query,
+};
 use uuid::Uuid;
 
 use crate::domain::{self, Contribution, OrderState, ProductFacts};
@@ -121,36 +122,21 @@ pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-pub fn parse_uuid(text: &str) -> Result<Uuid, StorageError> {
-    Uuid::parse_str(text)
-        .map_err(|e| StorageError::Query(format!("bad id {text:?} in the database: {e}")))
-}
-
-/// `$start, $start+1, ...` for `n` parameters.
-fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Id lists are bound in chunks of this many, well under every database's parameter limit.
 const CHUNK: usize = 500;
 
 // ---------------------------------------------------------------- generation
 
 /// The model's generation (see the module docs).
-pub async fn generation(conn: &mut AnyConnection) -> Result<i64, StorageError> {
-    Ok(
-        sqlx::query_scalar("SELECT generation FROM model_generation WHERE id = 1")
-            .fetch_one(conn)
-            .await?,
-    )
+pub async fn generation(conn: &mut Conn) -> Result<i64, StorageError> {
+    query("SELECT generation FROM model_generation WHERE id = 1")
+        .scalar(conn)
+        .await
 }
 
 /// Moves the model to its next generation: cached answers of earlier ones are never read again.
-pub async fn bump_generation(conn: &mut AnyConnection) -> Result<(), StorageError> {
-    sqlx::query("UPDATE model_generation SET generation = generation + 1 WHERE id = 1")
+pub async fn bump_generation(conn: &mut Conn) -> Result<(), StorageError> {
+    query("UPDATE model_generation SET generation = generation + 1 WHERE id = 1")
         .execute(conn)
         .await?;
     Ok(())
@@ -159,9 +145,9 @@ pub async fn bump_generation(conn: &mut AnyConnection) -> Result<(), StorageErro
 // ------------------------------------------------------------------ products
 
 /// A product with what rankings need to know about it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductRow {
-    pub id: String,
+    pub id: Uuid,
     pub name: String,
     pub description: Option<String>,
     pub category: String,
@@ -169,7 +155,7 @@ pub struct ProductRow {
     pub price_currency: String,
     pub created_at: i64,
     pub updated_at: i64,
-    pub deleted: i64,
+    pub deleted: bool,
     /// Counted orders holding it.
     pub sales: i64,
     /// Last announced available units, if any.
@@ -177,15 +163,28 @@ pub struct ProductRow {
 }
 
 impl ProductRow {
-    pub fn id(&self) -> Result<Uuid, StorageError> {
-        parse_uuid(&self.id)
+    /// Reads a row of [`PRODUCT_SELECT`].
+    fn from_row(row: &Row) -> Result<Self, StorageError> {
+        Ok(ProductRow {
+            id: row.get("id")?,
+            name: row.get("name")?,
+            description: row.get("description")?,
+            category: row.get("category")?,
+            price_amount: row.get("price_amount")?,
+            price_currency: row.get("price_currency")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+            deleted: row.get("deleted")?,
+            sales: row.get("sales")?,
+            available: row.get("available")?,
+        })
     }
 
     pub fn facts(&self) -> ProductFacts {
         ProductFacts {
             name: self.name.clone(),
             category: self.category.clone(),
-            deleted: self.deleted != 0,
+            deleted: self.deleted,
             available: self.available,
         }
     }
@@ -213,10 +212,10 @@ pub struct ProductChange<'a> {
 /// `ProductCreated` and `ProductUpdated`: the product's current description. A product first seen
 /// here is created at `at`; a known one keeps its creation time, and a deleted one stays deleted.
 pub async fn upsert_product(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     change: &ProductChange<'_>,
 ) -> Result<(), StorageError> {
-    sqlx::query(
+    query(
         "INSERT INTO products (id, name, description, category, category_key, price_amount,
              price_currency, created_at, updated_at, deleted)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)
@@ -225,7 +224,7 @@ pub async fn upsert_product(
              price_amount = excluded.price_amount, price_currency = excluded.price_currency,
              updated_at = excluded.updated_at",
     )
-    .bind(change.id.to_string())
+    .bind(change.id)
     .bind(change.name)
     .bind(change.description)
     .bind(change.category)
@@ -241,9 +240,9 @@ pub async fn upsert_product(
 
 /// `ProductDeleted`: the product is never recommended again (its row stays, so it can still name
 /// the reason "Often bought with ..." of what was bought with it).
-pub async fn mark_deleted(conn: &mut AnyConnection, id: Uuid, at: i64) -> Result<(), StorageError> {
-    sqlx::query("UPDATE products SET deleted = 1, updated_at = $2 WHERE id = $1")
-        .bind(id.to_string())
+pub async fn mark_deleted(conn: &mut Conn, id: Uuid, at: i64) -> Result<(), StorageError> {
+    query("UPDATE products SET deleted = 1, updated_at = $2 WHERE id = $1")
+        .bind(id)
         .bind(at)
         .execute(conn)
         .await?;
@@ -251,36 +250,32 @@ pub async fn mark_deleted(conn: &mut AnyConnection, id: Uuid, at: i64) -> Result
 }
 
 /// The products with these ids that the model knows, deleted or not.
-pub async fn products(
-    conn: &mut AnyConnection,
-    ids: &[Uuid],
-) -> Result<Vec<ProductRow>, StorageError> {
+pub async fn products(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<ProductRow>, StorageError> {
     let mut rows = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
         let sql = format!(
             "{PRODUCT_SELECT} WHERE p.id IN ({})",
             placeholders(1, chunk.len())
         );
-        let mut query = sqlx::query_as::<_, ProductRow>(&sql);
-        for id in chunk {
-            query = query.bind(id.to_string());
+        for row in query(&sql)
+            .bind_all(chunk.iter().copied())
+            .fetch_all(conn)
+            .await?
+        {
+            rows.push(ProductRow::from_row(&row)?);
         }
-        rows.extend(query.fetch_all(&mut *conn).await?);
     }
     Ok(rows)
 }
 
-pub async fn product(
-    conn: &mut AnyConnection,
-    id: Uuid,
-) -> Result<Option<ProductRow>, StorageError> {
+pub async fn product(conn: &mut Conn, id: Uuid) -> Result<Option<ProductRow>, StorageError> {
     Ok(products(conn, &[id]).await?.into_iter().next())
 }
 
 /// The `limit` best-selling recommendable products (sold, not deleted, not known to be out of
 /// stock), of one category (by key) or of all, by sales then id.
 pub async fn top_sellers(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     category_key: Option<&str>,
     limit: usize,
 ) -> Result<Vec<ProductRow>, StorageError> {
@@ -288,7 +283,7 @@ pub async fn top_sellers(
     let filter = "s.orders > 0 AND p.deleted = 0 AND (k.available IS NULL OR k.available > 0)";
     let rows = match category_key {
         Some(key) => {
-            sqlx::query_as::<_, ProductRow>(&format!(
+            query(&format!(
                 "{PRODUCT_SELECT} WHERE {filter} AND p.category_key = $1
                  ORDER BY s.orders DESC, p.id LIMIT $2"
             ))
@@ -298,7 +293,7 @@ pub async fn top_sellers(
             .await?
         }
         None => {
-            sqlx::query_as::<_, ProductRow>(&format!(
+            query(&format!(
                 "{PRODUCT_SELECT} WHERE {filter} ORDER BY s.orders DESC, p.id LIMIT $1"
             ))
             .bind(limit)
@@ -306,40 +301,38 @@ pub async fn top_sellers(
             .await?
         }
     };
-    Ok(rows)
+    rows.iter().map(ProductRow::from_row).collect()
 }
 
 // --------------------------------------------------------------------- stock
 
 /// The last announced available units of a product.
-pub async fn available(conn: &mut AnyConnection, id: Uuid) -> Result<Option<i64>, StorageError> {
-    Ok(
-        sqlx::query_scalar("SELECT available FROM stock WHERE product_id = $1")
-            .bind(id.to_string())
-            .fetch_optional(conn)
-            .await?,
-    )
+pub async fn available(conn: &mut Conn, id: Uuid) -> Result<Option<i64>, StorageError> {
+    query("SELECT available FROM stock WHERE product_id = $1")
+        .bind(id)
+        .scalar_optional(conn)
+        .await
 }
 
 /// Records an announcement of `available` units made at `as_of`, unless a later one is already
 /// recorded. Returns whether it was recorded.
 pub async fn record_stock(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     available: i64,
     as_of: i64,
 ) -> Result<bool, StorageError> {
-    let done = sqlx::query(
+    let recorded = query(
         "INSERT INTO stock (product_id, available, as_of) VALUES ($1, $2, $3)
          ON CONFLICT (product_id) DO UPDATE SET available = excluded.available, as_of = excluded.as_of
          WHERE stock.as_of <= excluded.as_of",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(available)
     .bind(as_of)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(recorded == 1)
 }
 
 // -------------------------------------------------------------------- orders
@@ -370,23 +363,23 @@ static CO_PURCHASES_UPSERT: MultiRow = MultiRow::new(
 /// Remembers a new order as `PENDING` with its lines (a product on several lines sums up).
 /// `false` if the order was already known (nothing written).
 pub async fn insert_order(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
     user_id: Uuid,
     lines: &[(Uuid, i64)],
     now: i64,
 ) -> Result<bool, StorageError> {
-    let done = sqlx::query(
+    let inserted = query(
         "INSERT INTO orders (order_id, user_id, status, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (order_id) DO NOTHING",
     )
-    .bind(order_id.to_string())
-    .bind(user_id.to_string())
+    .bind(order_id)
+    .bind(user_id)
     .bind(OrderState::Pending.as_str())
     .bind(now)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    if done.rows_affected() != 1 {
+    if inserted != 1 {
         return Ok(false);
     }
     // One row per product, so that a statement never updates a row twice.
@@ -402,10 +395,7 @@ pub async fn insert_order(
     let rows: Vec<(Uuid, i64)> = quantities.into_iter().collect();
     ORDER_LINES_INSERT
         .execute_for(conn, &rows, |insert, (product_id, quantity)| {
-            insert
-                .bind(order_id.to_string())
-                .bind(product_id.to_string())
-                .bind(*quantity)
+            insert.bind(order_id).bind(product_id).bind(*quantity)
         })
         .await?;
     Ok(true)
@@ -413,72 +403,65 @@ pub async fn insert_order(
 
 /// An order's owner and state, if known.
 pub async fn order(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
 ) -> Result<Option<(Uuid, OrderState)>, StorageError> {
-    let row = sqlx::query("SELECT user_id, status FROM orders WHERE order_id = $1")
-        .bind(order_id.to_string())
+    let row = query("SELECT user_id, status FROM orders WHERE order_id = $1")
+        .bind(order_id)
         .fetch_optional(conn)
         .await?;
     let Some(row) = row else {
         return Ok(None);
     };
-    let user_id: String = row.try_get("user_id")?;
-    let status: String = row.try_get("status")?;
+    let user_id: Uuid = row.get("user_id")?;
+    let status: String = row.get("status")?;
     let state = OrderState::parse(&status)
         .ok_or_else(|| StorageError::Query(format!("unknown order state {status:?}")))?;
-    Ok(Some((parse_uuid(&user_id)?, state)))
+    Ok(Some((user_id, state)))
 }
 
 /// Moves an order from `from` to `to` if it is still in `from`. Returns whether it moved.
 pub async fn move_order(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     order_id: Uuid,
     from: OrderState,
     to: OrderState,
     now: i64,
 ) -> Result<bool, StorageError> {
-    let done = sqlx::query(
-        "UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4",
-    )
-    .bind(to.as_str())
-    .bind(now)
-    .bind(order_id.to_string())
-    .bind(from.as_str())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let moved =
+        query("UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4")
+            .bind(to.as_str())
+            .bind(now)
+            .bind(order_id)
+            .bind(from.as_str())
+            .execute(conn)
+            .await?;
+    Ok(moved == 1)
 }
 
 /// The distinct products of an order.
-pub async fn order_products(
-    conn: &mut AnyConnection,
-    order_id: Uuid,
-) -> Result<Vec<Uuid>, StorageError> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT product_id FROM order_lines WHERE order_id = $1 ORDER BY product_id",
-    )
-    .bind(order_id.to_string())
-    .fetch_all(conn)
-    .await?;
-    ids.iter().map(|id| parse_uuid(id)).collect()
+pub async fn order_products(conn: &mut Conn, order_id: Uuid) -> Result<Vec<Uuid>, StorageError> {
+    query("SELECT product_id FROM order_lines WHERE order_id = $1 ORDER BY product_id")
+        .bind(order_id)
+        .scalars(conn)
+        .await
 }
 
 /// Adds an order's contribution to sales and co-purchases (`sign` 1), or takes it away (-1).
 pub async fn add_contribution(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     contribution: &Contribution,
     sign: i64,
 ) -> Result<(), StorageError> {
     // `Contribution` holds each product and each pair once: no statement updates a row twice.
     SALES_UPSERT
         .execute_for(conn, &contribution.products, |upsert, product_id| {
-            upsert.bind(product_id.to_string()).bind(sign)
+            upsert.bind(product_id).bind(sign)
         })
         .await?;
     CO_PURCHASES_UPSERT
         .execute_for(conn, &contribution.pairs, |upsert, (a, b)| {
-            upsert.bind(a.to_string()).bind(b.to_string()).bind(sign)
+            upsert.bind(a).bind(b).bind(sign)
         })
         .await?;
     Ok(())
@@ -486,32 +469,29 @@ pub async fn add_contribution(
 
 /// What `user_id` bought: each product of their counted orders, with how many of those orders
 /// held it.
-pub async fn history(
-    conn: &mut AnyConnection,
-    user_id: Uuid,
-) -> Result<Vec<(Uuid, u64)>, StorageError> {
-    let rows = sqlx::query(
+pub async fn history(conn: &mut Conn, user_id: Uuid) -> Result<Vec<(Uuid, u64)>, StorageError> {
+    let rows = query(
         "SELECT l.product_id AS product_id, COUNT(*) AS orders
          FROM order_lines l JOIN orders o ON o.order_id = l.order_id
          WHERE o.user_id = $1 AND o.status = $2
          GROUP BY l.product_id ORDER BY l.product_id",
     )
-    .bind(user_id.to_string())
+    .bind(user_id)
     .bind(OrderState::Counted.as_str())
     .fetch_all(conn)
     .await?;
     rows.iter()
         .map(|row| {
-            let id: String = row.try_get("product_id")?;
-            let orders: i64 = row.try_get("orders")?;
-            Ok((parse_uuid(&id)?, u64::try_from(orders).unwrap_or(0)))
+            let id: Uuid = row.get("product_id")?;
+            let orders: i64 = row.get("orders")?;
+            Ok((id, u64::try_from(orders).unwrap_or(0)))
         })
         .collect()
 }
 
 /// Co-purchase counts `(anchor, other, orders)` of these anchors, positive ones only.
 pub async fn co_purchases(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     anchors: &[Uuid],
 ) -> Result<Vec<(Uuid, Uuid, u64)>, StorageError> {
     let mut out = Vec::new();
@@ -521,19 +501,15 @@ pub async fn co_purchases(
              WHERE orders > 0 AND product_id IN ({})",
             placeholders(1, chunk.len())
         );
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(id.to_string());
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            let a: String = row.try_get("product_id")?;
-            let b: String = row.try_get("other_id")?;
-            let orders: i64 = row.try_get("orders")?;
-            out.push((
-                parse_uuid(&a)?,
-                parse_uuid(&b)?,
-                u64::try_from(orders).unwrap_or(0),
-            ));
+        for row in query(&sql)
+            .bind_all(chunk.iter().copied())
+            .fetch_all(conn)
+            .await?
+        {
+            let a: Uuid = row.get("product_id")?;
+            let b: Uuid = row.get("other_id")?;
+            let orders: i64 = row.get("orders")?;
+            out.push((a, b, u64::try_from(orders).unwrap_or(0)));
         }
     }
     Ok(out)
@@ -545,33 +521,28 @@ pub async fn co_purchases(
 /// before `cutoff` (or there was none). One conditional statement, so two transactions can never
 /// both claim the same period. Returns whether it was claimed.
 pub async fn claim_email(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     user_id: Uuid,
     now: i64,
     cutoff: i64,
 ) -> Result<bool, StorageError> {
-    let done = sqlx::query(
+    let claimed = query(
         "INSERT INTO emails_sent (user_id, sent_at) VALUES ($1, $2)
          ON CONFLICT (user_id) DO UPDATE SET sent_at = excluded.sent_at
          WHERE emails_sent.sent_at <= $3",
     )
-    .bind(user_id.to_string())
+    .bind(user_id)
     .bind(now)
     .bind(cutoff)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(claimed == 1)
 }
 
 /// When `user_id` last got the recommendations email.
-pub async fn email_sent_at(
-    conn: &mut AnyConnection,
-    user_id: Uuid,
-) -> Result<Option<i64>, StorageError> {
-    Ok(
-        sqlx::query_scalar("SELECT sent_at FROM emails_sent WHERE user_id = $1")
-            .bind(user_id.to_string())
-            .fetch_optional(conn)
-            .await?,
-    )
+pub async fn email_sent_at(conn: &mut Conn, user_id: Uuid) -> Result<Option<i64>, StorageError> {
+    query("SELECT sent_at FROM emails_sent WHERE user_id = $1")
+        .bind(user_id)
+        .scalar_optional(conn)
+        .await
 }

@@ -21,7 +21,7 @@ use emporium_events::{
 use emporium_platform::{
     bus::consumer::EventHandler,
     cache::{Cache, CacheError, MemoryCache},
-    storage::{EventContext, testing::TestDb},
+    storage::{EventContext, query, testing::TestDb},
 };
 use uuid::Uuid;
 
@@ -182,20 +182,27 @@ impl Fixture {
     }
 
     async fn generation(&self) -> i64 {
-        let mut conn = self.db.reader().acquire().await.unwrap();
+        let mut conn = self.db.reader().await.unwrap();
         store::generation(&mut conn).await.unwrap()
     }
 
     /// The events emitted since the last call (the outbox, emptied).
     async fn emitted(&self) -> Vec<Event> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id")
-            .fetch_all(self.db.reader())
+        // Readers are read-only: the outbox is emptied in a transaction.
+        let mut tx = self
+            .db
+            .begin(EventContext::request(NAME, "corr-1"))
             .await
             .unwrap();
-        sqlx::query("DELETE FROM outbox")
-            .execute(self.db.reader())
+        let rows: Vec<Vec<u8>> = query("SELECT payload FROM outbox ORDER BY id")
+            .scalars(tx.conn())
             .await
             .unwrap();
+        query("DELETE FROM outbox")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
         rows.iter()
             .map(|p| Envelope::from_json(p).unwrap().event)
             .collect()
@@ -298,9 +305,9 @@ async fn redelivered_events_take_effect_once(f: Fixture) {
     f.deliver(&cancelled).await;
     f.send(Fixture::cancelled(other, Uuid::now_v7())).await;
     assert_eq!(ids(&f.for_product(a).await), [b], "uncounted once");
-    let sales: i64 = sqlx::query_scalar("SELECT orders FROM sales WHERE product_id = $1")
-        .bind(a.to_string())
-        .fetch_one(f.db.reader())
+    let sales: i64 = query("SELECT orders FROM sales WHERE product_id = $1")
+        .bind(a)
+        .scalar(&mut f.db.reader().await.unwrap())
         .await
         .unwrap();
     assert_eq!(sales, 1);
@@ -467,11 +474,13 @@ async fn answers_are_cached_until_the_model_changes(f: Fixture) {
     let first = f.for_product(a).await;
     assert_eq!(ids(&first), [b]);
     // Behind the model's back (no new generation): the cached answer is served.
-    sqlx::query("UPDATE products SET name = 'Renamed' WHERE id = $1")
-        .bind(b.to_string())
-        .execute(f.db.reader())
+    let mut tx = f.db.begin(EventContext::request(NAME, "c")).await.unwrap();
+    query("UPDATE products SET name = 'Renamed' WHERE id = $1")
+        .bind(b)
+        .execute(tx.conn())
         .await
         .unwrap();
+    tx.commit().await.unwrap();
     assert_eq!(f.for_product(a).await, first, "not from the cache");
     assert_eq!(
         f.recommender.for_product(a, 5).await.unwrap()[0]
@@ -564,7 +573,7 @@ async fn a_confirmed_order_issues_recommendations_at_most_once_per_period(f: Fix
     assert_eq!(*user_id, ada);
     assert_eq!(product_ids.len(), 5, "the top five");
     assert!(!product_ids.contains(&products[0]), "not what ada bought");
-    let mut conn = f.db.reader().acquire().await.unwrap();
+    let mut conn = f.db.reader().await.unwrap();
     assert_eq!(
         store::email_sent_at(&mut conn, ada).await.unwrap(),
         Some(t0)
@@ -593,7 +602,7 @@ async fn nothing_to_recommend_sends_nothing_and_keeps_the_period_open(f: Fixture
     let ada = Uuid::now_v7();
     f.buy(ada, &[only]).await;
     assert!(f.emitted().await.is_empty(), "ada bought all there is");
-    let mut conn = f.db.reader().acquire().await.unwrap();
+    let mut conn = f.db.reader().await.unwrap();
     assert_eq!(store::email_sent_at(&mut conn, ada).await.unwrap(), None);
     drop(conn);
     let another = f.product("Another", "x").await;

@@ -30,12 +30,6 @@ pub enum Error {
     Storage(#[from] StorageError),
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        Error::Storage(e.into())
-    }
-}
-
 /// `ShipmentRequested`: a `READY` shipment with a tracking number (`ShipmentCreated`), unless the
 /// order already has one or is known to be cancelled.
 pub async fn shipment_requested(
@@ -52,9 +46,9 @@ pub async fn shipment_requested(
         .map_err(|e| StorageError::Query(format!("cannot store the address: {e}")))?;
     let now = now_millis();
     let row = ShipmentRow {
-        id: Uuid::now_v7().to_string(),
-        order_id: event.order_id.to_string(),
-        user_id: event.user_id.to_string(),
+        id: Uuid::now_v7(),
+        order_id: event.order_id,
+        user_id: event.user_id,
         status: ShipmentStatus::Ready.as_str().to_owned(),
         tracking_number: domain::tracking_number(|n| fastrand::usize(..n)),
         carrier: CARRIER.to_owned(),
@@ -68,7 +62,7 @@ pub async fn shipment_requested(
     }
     tx.emit(Event::ShipmentCreated(ShipmentCreated {
         order_id: event.order_id,
-        shipment_id: row.id()?,
+        shipment_id: row.id,
         tracking_number: row.tracking_number.clone(),
         carrier: row.carrier.clone(),
     }))?;
@@ -87,18 +81,18 @@ pub async fn order_cancelled(tx: &mut Tx, event: &OrderCancelled) -> Result<(), 
         return Ok(());
     };
     if let Some(cancelled) =
-        store::transition(tx.conn(), &shipment.id, ShipmentStatus::Ready, to, now).await?
+        store::transition(tx.conn(), shipment.id, ShipmentStatus::Ready, to, now).await?
     {
         tx.emit(Event::ShipmentCancelled(ShipmentCancelled {
             order_id: event.order_id,
-            shipment_id: cancelled.id()?,
+            shipment_id: cancelled.id,
         }))?;
     }
     Ok(())
 }
 
 /// Dispatches a `READY` shipment (`ShipmentDispatched`); `None` if it was not `READY` any more.
-async fn dispatch(tx: &mut Tx, shipment_id: &str) -> Result<Option<ShipmentRow>, StorageError> {
+async fn dispatch(tx: &mut Tx, shipment_id: Uuid) -> Result<Option<ShipmentRow>, StorageError> {
     let Some(row) = store::transition(
         tx.conn(),
         shipment_id,
@@ -111,8 +105,8 @@ async fn dispatch(tx: &mut Tx, shipment_id: &str) -> Result<Option<ShipmentRow>,
         return Ok(None);
     };
     tx.emit(Event::ShipmentDispatched(ShipmentDispatched {
-        order_id: row.order_id()?,
-        shipment_id: row.id()?,
+        order_id: row.order_id,
+        shipment_id: row.id,
         tracking_number: row.tracking_number.clone(),
     }))?;
     Ok(Some(row))
@@ -134,7 +128,7 @@ pub async fn admin_dispatch(
     status
         .dispatch()
         .map_err(|e| Error::NotDispatchable(e.from))?;
-    let row = dispatch(&mut tx, &current.id)
+    let row = dispatch(&mut tx, current.id)
         .await?
         .ok_or(Error::NotDispatchable(status))?;
     tx.commit().await?;
@@ -157,12 +151,12 @@ pub async fn admin_deliver(
     let to = status
         .deliver()
         .map_err(|e| Error::NotDeliverable(e.from))?;
-    let row = store::transition(tx.conn(), &current.id, status, to, now_millis())
+    let row = store::transition(tx.conn(), current.id, status, to, now_millis())
         .await?
         .ok_or(Error::NotDeliverable(status))?;
     tx.emit(Event::ShipmentDelivered(ShipmentDelivered {
-        order_id: row.order_id()?,
-        shipment_id: row.id()?,
+        order_id: row.order_id,
+        shipment_id: row.id,
     }))?;
     tx.commit().await?;
     Ok(row)
@@ -175,7 +169,7 @@ const DISPATCH_BATCH: i64 = 100;
 /// the saga that asked for the shipment. Returns how many left.
 pub async fn dispatch_due(db: &Db, delay: Duration) -> Result<usize, StorageError> {
     let due = store::due(
-        db.reader(),
+        &mut db.reader().await?,
         domain::dispatch_cutoff(now_millis(), delay),
         DISPATCH_BATCH,
     )
@@ -187,7 +181,7 @@ pub async fn dispatch_due(db: &Db, delay: Duration) -> Result<usize, StorageErro
     let mut dispatched = 0;
     for shipment in &due {
         tx.set_context(EventContext::request(NAME, shipment.correlation_id.clone()));
-        if dispatch(&mut tx, &shipment.id).await?.is_some() {
+        if dispatch(&mut tx, shipment.id).await?.is_some() {
             dispatched += 1;
         }
     }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use emporium_platform::{
     api::{self, ApiError, parse_id},
     auth::{Admin, AuthUser},
-    storage::{Db, StorageError},
+    storage::Db,
     telemetry::CorrelationId,
 };
 use serde::{Deserialize, Serialize};
@@ -54,16 +54,16 @@ fn timestamp(millis: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
 
-fn view(row: &ShipmentRow) -> Result<Shipment, StorageError> {
-    Ok(Shipment {
-        id: row.id()?,
-        order_id: row.order_id()?,
+fn view(row: &ShipmentRow) -> Shipment {
+    Shipment {
+        id: row.id,
+        order_id: row.order_id,
         status: row.status.clone(),
         tracking_number: row.tracking_number.clone(),
         carrier: row.carrier.clone(),
         created_at: timestamp(row.created_at),
         updated_at: timestamp(row.updated_at),
-    })
+    }
 }
 
 impl From<Error> for ApiError {
@@ -100,20 +100,19 @@ pub async fn list_shipments(
 ) -> Result<Json<Vec<Shipment>>, ApiError> {
     let Query(query) = query.map_err(api::query_error)?;
     let order_id = api::required_id(query.order_id.as_deref(), "orderId", "an order")?;
-    let shipment = store::by_order(db.reader(), order_id).await?;
+    let mut conn = db.reader().await?;
+    let shipment = store::by_order(&mut conn, order_id).await?;
     let owner = match &shipment {
-        Some(row) => Some(row.user_id.clone()),
-        None => store::cancelled_owner(db.reader(), order_id).await?,
+        Some(row) => Some(row.user_id),
+        None => store::cancelled_owner(&mut conn, order_id).await?,
     };
     if let Some(owner) = owner
         && !user.is_admin()
-        && owner != user.id.to_string()
+        && owner != user.id
     {
         return Err(ApiError::not_found("no such order"));
     }
-    Ok(Json(
-        shipment.iter().map(view).collect::<Result<Vec<_>, _>>()?,
-    ))
+    Ok(Json(shipment.iter().map(view).collect()))
 }
 
 /// Hands a `READY` shipment to the carrier now (admin). Emits `ShipmentDispatched`.
@@ -135,7 +134,7 @@ pub async fn dispatch_shipment(
 ) -> Result<Json<Shipment>, ApiError> {
     let id = parse_id(&id, "shipment")?;
     let row = app::admin_dispatch(&db, &correlation.0, id).await?;
-    Ok(Json(view(&row)?))
+    Ok(Json(view(&row)))
 }
 
 /// Marks a `DISPATCHED` shipment delivered (admin). Emits `ShipmentDelivered`.
@@ -157,7 +156,7 @@ pub async fn deliver_shipment(
 ) -> Result<Json<Shipment>, ApiError> {
     let id = parse_id(&id, "shipment")?;
     let row = app::admin_deliver(&db, &correlation.0, id).await?;
-    Ok(Json(view(&row)?))
+    Ok(Json(view(&row)))
 }
 
 #[derive(utoipa::OpenApi)]

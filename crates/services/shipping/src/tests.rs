@@ -7,7 +7,7 @@ use std::time::Duration;
 use emporium_events::{
     Address, CancellationReason, Envelope, Event, OrderCancelled, ShipmentRequested,
 };
-use emporium_platform::storage::{EventContext, Tx, testing::TestDb};
+use emporium_platform::storage::{EventContext, Tx, query, testing::TestDb};
 use uuid::Uuid;
 
 use crate::{
@@ -47,14 +47,17 @@ impl Fixture {
     }
 
     async fn emitted(&self) -> Vec<Envelope> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id")
-            .fetch_all(self.db.reader())
+        let rows: Vec<Vec<u8>> = query("SELECT payload FROM outbox ORDER BY id")
+            .scalars(&mut self.db.reader().await.unwrap())
             .await
             .unwrap();
-        sqlx::query("DELETE FROM outbox")
-            .execute(self.db.reader())
+        // Readers are read-only: the delete takes a transaction.
+        let mut tx = self.tx("test").await;
+        query("DELETE FROM outbox")
+            .execute(tx.conn())
             .await
             .unwrap();
+        tx.commit().await.unwrap();
         rows.iter()
             .map(|p| Envelope::from_json(p).unwrap())
             .collect()
@@ -102,7 +105,9 @@ impl Fixture {
     }
 
     async fn shipment(&self, order_id: Uuid) -> Option<ShipmentRow> {
-        store::by_order(self.db.reader(), order_id).await.unwrap()
+        store::by_order(&mut self.db.reader().await.unwrap(), order_id)
+            .await
+            .unwrap()
     }
 }
 
@@ -140,7 +145,7 @@ async fn a_cancelled_order_gets_no_shipment_and_a_ready_one_is_cancelled(f: Fixt
         "{events:?}"
     );
     assert_eq!(f.shipment(ready).await.unwrap().status, "CANCELLED");
-    let id = f.shipment(ready).await.unwrap().id().unwrap();
+    let id = f.shipment(ready).await.unwrap().id;
     assert!(matches!(
         app::admin_dispatch(&f.db, "c", id).await,
         Err(Error::NotDispatchable(ShipmentStatus::Cancelled))
@@ -150,7 +155,7 @@ async fn a_cancelled_order_gets_no_shipment_and_a_ready_one_is_cancelled(f: Fixt
 async fn a_dispatched_shipment_is_not_cancelled(f: Fixture) {
     let order = Uuid::now_v7();
     f.request(order).await;
-    let id = f.shipment(order).await.unwrap().id().unwrap();
+    let id = f.shipment(order).await.unwrap().id;
     app::admin_dispatch(&f.db, "c", id).await.unwrap();
     f.events().await;
     f.cancel(order).await;
@@ -162,7 +167,7 @@ async fn admins_dispatch_then_deliver_and_nothing_else(f: Fixture) {
     let order = Uuid::now_v7();
     f.request(order).await;
     f.events().await;
-    let id = f.shipment(order).await.unwrap().id().unwrap();
+    let id = f.shipment(order).await.unwrap().id;
 
     assert!(matches!(
         app::admin_deliver(&f.db, "c", id).await,
@@ -214,7 +219,7 @@ async fn due_shipments_are_dispatched_once_with_their_saga_correlation(f: Fixtur
     assert!(matches!(&envelope.event, Event::ShipmentDispatched(d) if d.order_id == order));
     assert_eq!(envelope.correlation_id, "saga-1");
     // The admin comes too late.
-    let id = f.shipment(order).await.unwrap().id().unwrap();
+    let id = f.shipment(order).await.unwrap().id;
     assert!(matches!(
         app::admin_dispatch(&f.db, "c", id).await,
         Err(Error::NotDispatchable(ShipmentStatus::Dispatched))

@@ -221,8 +221,7 @@ impl Users {
         if !secrets::same_hash(&presented_hash, &stored.secret_hash) {
             return Err(invalid_refresh_token());
         }
-        let user_id = Uuid::parse_str(&stored.user_id)
-            .map_err(|_| ApiError::internal("a refresh token names a malformed user id"))?;
+        let user_id = stored.user_id;
         if stored.used_at.is_some() {
             store::revoke_refresh_tokens(tx.conn(), user_id, now).await?;
             tx.commit().await?;
@@ -257,7 +256,7 @@ impl Users {
 
     /// A user by id, `None` if there is none.
     pub async fn find(&self, id: Uuid) -> Result<Option<User>, ApiError> {
-        let mut conn = self.db.reader().acquire().await?;
+        let mut conn = self.db.reader().await?;
         Ok(store::user_by_id(&mut conn, id).await?.map(User::from))
     }
 
@@ -316,7 +315,7 @@ impl Users {
 
     /// A page of users in creation order; the cursor is the last id.
     pub async fn list(&self, page: &PageRequest) -> Result<Vec<User>, ApiError> {
-        let mut conn = self.db.reader().acquire().await?;
+        let mut conn = self.db.reader().await?;
         Ok(
             store::list_users(&mut conn, page.after.as_deref(), page.fetch())
                 .await?
@@ -345,7 +344,7 @@ impl Users {
         }
         let key = domain::email_key(email);
         let existing = {
-            let mut conn = self.db.reader().acquire().await?;
+            let mut conn = self.db.reader().await?;
             store::user_by_email_key(&mut conn, &key).await?
         };
         let password_matches = match &existing {

@@ -2,8 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use emporium_events::{Preferences, Role};
-use emporium_platform::storage::{Migration, StorageError};
-use sqlx::AnyConnection;
+use emporium_platform::storage::{Conn, Migration, Row, StorageError, query};
 use uuid::Uuid;
 
 pub const MIGRATIONS: &[Migration] = &[
@@ -80,42 +79,30 @@ pub struct UserRecord {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: String,
-    email: String,
-    name: String,
-    role: String,
-    phone: Option<String>,
-    pref_order_updates: i64,
-    pref_promotions: i64,
-    pref_recommendations: i64,
-    password_hash: String,
-    created_at: i64,
-}
-
 const USER_COLUMNS: &str = "id, email, name, role, phone, pref_order_updates, pref_promotions, \
      pref_recommendations, password_hash, created_at";
 
-impl TryFrom<UserRow> for UserRecord {
-    type Error = StorageError;
-
-    fn try_from(row: UserRow) -> Result<Self, Self::Error> {
-        let corrupt = |what: &str| StorageError::Query(format!("user {}: bad {what}", row.id));
+impl UserRecord {
+    fn from_row(row: &Row) -> Result<Self, StorageError> {
+        let id: Uuid = row.get("id")?;
+        let corrupt = |what: &str| StorageError::Query(format!("user {id}: bad {what}"));
         Ok(UserRecord {
-            id: Uuid::parse_str(&row.id).map_err(|_| corrupt("id"))?,
-            role: row.role.parse().map_err(|_| corrupt("role"))?,
-            created_at: DateTime::from_timestamp_millis(row.created_at)
+            id,
+            role: row
+                .get::<String>("role")?
+                .parse()
+                .map_err(|_| corrupt("role"))?,
+            created_at: DateTime::from_timestamp_millis(row.get("created_at")?)
                 .ok_or_else(|| corrupt("created_at"))?,
-            email: row.email,
-            name: row.name,
-            phone: row.phone,
+            email: row.get("email")?,
+            name: row.get("name")?,
+            phone: row.get("phone")?,
             preferences: Preferences {
-                order_updates: row.pref_order_updates != 0,
-                promotions: row.pref_promotions != 0,
-                recommendations: row.pref_recommendations != 0,
+                order_updates: row.get("pref_order_updates")?,
+                promotions: row.get("pref_promotions")?,
+                recommendations: row.get("pref_recommendations")?,
             },
-            password_hash: row.password_hash,
+            password_hash: row.get("password_hash")?,
         })
     }
 }
@@ -133,91 +120,84 @@ pub struct NewUser<'a> {
 }
 
 /// Inserts `user`; `false` if the email key is taken.
-pub async fn insert_user(
-    conn: &mut AnyConnection,
-    user: &NewUser<'_>,
-) -> Result<bool, StorageError> {
-    let inserted = sqlx::query(
+pub async fn insert_user(conn: &mut Conn, user: &NewUser<'_>) -> Result<bool, StorageError> {
+    let inserted = query(
         "INSERT INTO users (id, email, email_key, name, role, phone, pref_order_updates,
              pref_promotions, pref_recommendations, password_hash, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, $10, $10)
          ON CONFLICT (email_key) DO NOTHING",
     )
-    .bind(user.id.to_string())
+    .bind(user.id)
     .bind(user.email)
     .bind(user.email_key)
     .bind(user.name)
     .bind(user.role.as_str())
-    .bind(i64::from(user.preferences.order_updates))
-    .bind(i64::from(user.preferences.promotions))
-    .bind(i64::from(user.preferences.recommendations))
+    .bind(user.preferences.order_updates)
+    .bind(user.preferences.promotions)
+    .bind(user.preferences.recommendations)
     .bind(user.password_hash)
     .bind(user.now_ms)
     .execute(conn)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(inserted == 1)
 }
 
-pub async fn user_by_id(
-    conn: &mut AnyConnection,
-    id: Uuid,
-) -> Result<Option<UserRecord>, StorageError> {
-    let row: Option<UserRow> =
-        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(conn)
-            .await?;
-    row.map(UserRecord::try_from).transpose()
+pub async fn user_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<UserRecord>, StorageError> {
+    let row = query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(UserRecord::from_row).transpose()
 }
 
 pub async fn user_by_email_key(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     email_key: &str,
 ) -> Result<Option<UserRecord>, StorageError> {
-    let row: Option<UserRow> = sqlx::query_as(&format!(
+    let row = query(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE email_key = $1"
     ))
     .bind(email_key)
     .fetch_optional(conn)
     .await?;
-    row.map(UserRecord::try_from).transpose()
+    row.as_ref().map(UserRecord::from_row).transpose()
 }
 
 /// Up to `limit` users with ids after `after`, in id (= creation) order.
 pub async fn list_users(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<UserRecord>, StorageError> {
-    let rows: Vec<UserRow> = sqlx::query_as(&format!(
+    let rows = query(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
     ))
     .bind(after.unwrap_or(""))
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.into_iter().map(UserRecord::try_from).collect()
+    rows.iter().map(UserRecord::from_row).collect()
 }
 
 pub async fn update_profile(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     name: &str,
     phone: Option<&str>,
     preferences: Preferences,
     now_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query(
+    query(
         "UPDATE users SET name = $2, phone = $3, pref_order_updates = $4, pref_promotions = $5,
              pref_recommendations = $6, updated_at = $7
          WHERE id = $1",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(name)
     .bind(phone)
-    .bind(i64::from(preferences.order_updates))
-    .bind(i64::from(preferences.promotions))
-    .bind(i64::from(preferences.recommendations))
+    .bind(preferences.order_updates)
+    .bind(preferences.promotions)
+    .bind(preferences.recommendations)
     .bind(now_ms)
     .execute(conn)
     .await?;
@@ -225,13 +205,13 @@ pub async fn update_profile(
 }
 
 pub async fn set_role(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     role: Role,
     now_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query("UPDATE users SET role = $2, updated_at = $3 WHERE id = $1")
-        .bind(id.to_string())
+    query("UPDATE users SET role = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
         .bind(role.as_str())
         .bind(now_ms)
         .execute(conn)
@@ -240,13 +220,13 @@ pub async fn set_role(
 }
 
 pub async fn set_password_hash(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     password_hash: &str,
     now_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
-        .bind(id.to_string())
+    query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
         .bind(password_hash)
         .bind(now_ms)
         .execute(conn)
@@ -257,19 +237,19 @@ pub async fn set_password_hash(
 // ------------------------------------------------------------------ refresh tokens
 
 pub async fn insert_refresh_token(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     user_id: Uuid,
     secret_hash: &str,
     now_ms: i64,
     expires_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query(
+    query(
         "INSERT INTO refresh_tokens (id, user_id, secret_hash, created_at, expires_at, used_at)
          VALUES ($1, $2, $3, $4, $5, NULL)",
     )
-    .bind(id.to_string())
-    .bind(user_id.to_string())
+    .bind(id)
+    .bind(user_id)
     .bind(secret_hash)
     .bind(now_ms)
     .bind(expires_ms)
@@ -279,51 +259,58 @@ pub async fn insert_refresh_token(
 }
 
 /// A stored refresh token.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct RefreshRow {
-    pub user_id: String,
+    pub user_id: Uuid,
     pub secret_hash: String,
     pub expires_at: i64,
     pub used_at: Option<i64>,
 }
 
-pub async fn refresh_token(
-    conn: &mut AnyConnection,
-    id: Uuid,
-) -> Result<Option<RefreshRow>, StorageError> {
-    Ok(sqlx::query_as(
-        "SELECT user_id, secret_hash, expires_at, used_at FROM refresh_tokens WHERE id = $1",
-    )
-    .bind(id.to_string())
-    .fetch_optional(conn)
-    .await?)
+impl RefreshRow {
+    fn from_row(row: &Row) -> Result<Self, StorageError> {
+        Ok(RefreshRow {
+            user_id: row.get("user_id")?,
+            secret_hash: row.get("secret_hash")?,
+            expires_at: row.get("expires_at")?,
+            used_at: row.get("used_at")?,
+        })
+    }
+}
+
+pub async fn refresh_token(conn: &mut Conn, id: Uuid) -> Result<Option<RefreshRow>, StorageError> {
+    let row =
+        query("SELECT user_id, secret_hash, expires_at, used_at FROM refresh_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    row.as_ref().map(RefreshRow::from_row).transpose()
 }
 
 /// Marks the token used; `false` if it already was (someone else used it first).
 pub async fn use_refresh_token(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     id: Uuid,
     now_ms: i64,
 ) -> Result<bool, StorageError> {
-    let updated =
-        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL")
-            .bind(id.to_string())
-            .bind(now_ms)
-            .execute(conn)
-            .await?;
-    Ok(updated.rows_affected() == 1)
+    let updated = query("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL")
+        .bind(id)
+        .bind(now_ms)
+        .execute(conn)
+        .await?;
+    Ok(updated == 1)
 }
 
 /// Ends every refresh token of the user still unused, and forgets the long-dead ones.
 pub async fn revoke_refresh_tokens(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     user_id: Uuid,
     now_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL")
-        .bind(user_id.to_string())
+    query("UPDATE refresh_tokens SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL")
+        .bind(user_id)
         .bind(now_ms)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     forget_expired_refresh_tokens(conn, user_id, now_ms).await
 }
@@ -331,12 +318,12 @@ pub async fn revoke_refresh_tokens(
 /// Deletes the user's tokens that have expired: they can only ever answer 401, which an unknown
 /// token gets as well.
 pub async fn forget_expired_refresh_tokens(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     user_id: Uuid,
     now_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1 AND expires_at <= $2")
-        .bind(user_id.to_string())
+    query("DELETE FROM refresh_tokens WHERE user_id = $1 AND expires_at <= $2")
+        .bind(user_id)
         .bind(now_ms)
         .execute(conn)
         .await?;
@@ -349,11 +336,11 @@ pub async fn forget_expired_refresh_tokens(
 /// its write transactions are queued anyway; PostgreSQL holds the upserted row locked until
 /// commit, so concurrent attempts on one address queue here too (and others do not wait).
 pub async fn lock_login_attempts(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     email_key: &str,
     now_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query(
+    query(
         "INSERT INTO login_locks (email_key, attempted_at) VALUES ($1, $2)
          ON CONFLICT (email_key) DO UPDATE SET attempted_at = excluded.attempted_at",
     )
@@ -368,35 +355,35 @@ pub async fn lock_login_attempts(
 /// `since`. Attempts still being checked count too: each is recorded before its password is
 /// checked, and only a success removes it.
 pub async fn login_failures(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     email_key: &str,
     since_ms: i64,
 ) -> Result<Vec<i64>, StorageError> {
-    Ok(sqlx::query_scalar(
+    query(
         "SELECT failed_at FROM login_failures WHERE email_key = $1 AND failed_at > $2
          ORDER BY failed_at",
     )
     .bind(email_key)
     .bind(since_ms)
-    .fetch_all(conn)
-    .await?)
+    .scalars(conn)
+    .await
 }
 
 /// Records an attempt as failed until it proves otherwise, and forgets this address's failures
 /// that have left the window.
 pub async fn record_login_attempt(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     email_key: &str,
     now_ms: i64,
     window_start_ms: i64,
 ) -> Result<(), StorageError> {
-    sqlx::query("DELETE FROM login_failures WHERE email_key = $1 AND failed_at <= $2")
+    query("DELETE FROM login_failures WHERE email_key = $1 AND failed_at <= $2")
         .bind(email_key)
         .bind(window_start_ms)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    sqlx::query("INSERT INTO login_failures (id, email_key, failed_at) VALUES ($1, $2, $3)")
-        .bind(Uuid::now_v7().to_string())
+    query("INSERT INTO login_failures (id, email_key, failed_at) VALUES ($1, $2, $3)")
+        .bind(Uuid::now_v7())
         .bind(email_key)
         .bind(now_ms)
         .execute(conn)
@@ -405,15 +392,12 @@ pub async fn record_login_attempt(
 }
 
 /// A successful login clears the count (its own attempt included) and the address's lock row.
-pub async fn clear_login_failures(
-    conn: &mut AnyConnection,
-    email_key: &str,
-) -> Result<(), StorageError> {
-    sqlx::query("DELETE FROM login_failures WHERE email_key = $1")
+pub async fn clear_login_failures(conn: &mut Conn, email_key: &str) -> Result<(), StorageError> {
+    query("DELETE FROM login_failures WHERE email_key = $1")
         .bind(email_key)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    sqlx::query("DELETE FROM login_locks WHERE email_key = $1")
+    query("DELETE FROM login_locks WHERE email_key = $1")
         .bind(email_key)
         .execute(conn)
         .await?;

@@ -14,9 +14,8 @@ use emporium_platform::{
     api::PageRequest,
     auth::AuthUser,
     bus::consumer::EventHandler,
-    storage::{Db, Dialect, EventContext, Migration, testing::TestDb},
+    storage::{Db, Dialect, EventContext, Migration, query, testing::TestDb},
 };
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::*;
@@ -93,16 +92,12 @@ async fn product(db: &Db, name: &str, price: i64) -> Uuid {
 
 /// Every event in the outbox, oldest first.
 async fn outbox(db: &Db) -> Vec<Event> {
-    sqlx::query("SELECT payload FROM outbox ORDER BY id")
-        .fetch_all(db.reader())
+    query("SELECT payload FROM outbox ORDER BY id")
+        .scalars::<Vec<u8>>(&mut db.reader().await.unwrap())
         .await
         .unwrap()
-        .into_iter()
-        .map(|row| {
-            Envelope::from_json(&row.get::<Vec<u8>, _>(0))
-                .unwrap()
-                .event
-        })
+        .iter()
+        .map(|payload| Envelope::from_json(payload).unwrap().event)
         .collect()
 }
 
@@ -701,9 +696,9 @@ async fn a_dispatch_seen_after_the_cancellation_neither_ships_nor_revives_the_or
 }
 
 async fn placed_at(db: &Db, order: Uuid) -> i64 {
-    sqlx::query_scalar("SELECT created_at FROM orders WHERE id = $1")
-        .bind(order.to_string())
-        .fetch_one(db.reader())
+    query("SELECT created_at FROM orders WHERE id = $1")
+        .bind(order)
+        .scalar(&mut db.reader().await.unwrap())
         .await
         .unwrap()
 }
@@ -716,9 +711,9 @@ async fn an_order_the_sweeper_cannot_cancel_does_not_stop_it(db: TestDb) {
     let broken = place_for(&db, &ada, &[(lamp, 1)]).await;
     let stuck = place_for(&db, &ada, &[(lamp, 1)]).await;
     let mut tx = db.begin(EventContext::request(NAME, "c")).await.unwrap();
-    sqlx::query("UPDATE orders SET payment_id = $2, payment_status = 'BOGUS' WHERE id = $1")
-        .bind(broken.to_string())
-        .bind(Uuid::now_v7().to_string())
+    query("UPDATE orders SET payment_id = $2, payment_status = 'BOGUS' WHERE id = $1")
+        .bind(broken)
+        .bind(Uuid::now_v7())
         .execute(tx.conn())
         .await
         .unwrap();
@@ -838,8 +833,8 @@ async fn new_orders_are_refused_while_enough_pending_orders_are_too_old(db: Test
 /// order is answered whatever the bound.
 async fn a_placement_beyond_the_limit_in_flight_waits_then_is_refused(db: TestDb) {
     let orders = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM orders")
-            .fetch_one(db.reader())
+        query("SELECT COUNT(*) FROM orders")
+            .scalar::<i64>(&mut db.reader().await.unwrap())
             .await
             .unwrap()
     };
@@ -898,10 +893,12 @@ async fn a_placement_beyond_the_limit_in_flight_waits_then_is_refused(db: TestDb
     drop(taken);
 
     // A placement holds its place while it runs (here it waits for a write the test blocks), and
-    // gives it back when it is dropped unfinished (a client gone, a request timeout).
+    // gives it back when it is dropped unfinished (a client gone, a request timeout). On SQLite the
+    // test's open transaction holds the one writer, so the placement waits to begin its own; on
+    // PostgreSQL the table lock makes it wait at its INSERT.
     let mut blocker = db.begin(EventContext::request(NAME, "c")).await.unwrap();
     if db.dialect() == Dialect::Postgres {
-        sqlx::query("LOCK TABLE orders IN EXCLUSIVE MODE")
+        query("LOCK TABLE orders IN EXCLUSIVE MODE")
             .execute(blocker.conn())
             .await
             .unwrap();
@@ -954,21 +951,21 @@ async fn an_order_from_before_the_upgrade_continues_its_timeline(db: TestDb) {
     let ada = customer();
     let order = Uuid::now_v7();
     let mut tx = db.begin(EventContext::request(NAME, "c")).await.unwrap();
-    sqlx::query(
+    query(
         "INSERT INTO orders (id, user_id, status, total_amount, currency, ship_name, ship_line1,
              ship_city, ship_postal_code, ship_country, correlation_id, created_at, updated_at)
          VALUES ($1, $2, 'PENDING', 5000, 'USD', 'Ada', '1 Lane', 'London', 'N1', 'GB', 'c', 1, 1)",
     )
-    .bind(order.to_string())
-    .bind(ada.id.to_string())
+    .bind(order)
+    .bind(ada.id)
     .execute(tx.conn())
     .await
     .unwrap();
-    sqlx::query(
+    query(
         "INSERT INTO order_timeline (order_id, seq, status, event, at)
          VALUES ($1, 1, 'PENDING', NULL, 1), ($1, 2, NULL, 'InventoryReserved', 2)",
     )
-    .bind(order.to_string())
+    .bind(order)
     .execute(tx.conn())
     .await
     .unwrap();

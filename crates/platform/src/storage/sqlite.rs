@@ -1,0 +1,409 @@
+//! The SQLite adapter, on rusqlite: statements run inline on the calling thread with cached
+//! prepared statements (microseconds each), never handed to another thread.
+//!
+//! - **One writer per database**, behind an async mutex: a write transaction takes it for its whole
+//!   length (`BEGIN IMMEDIATE` … `COMMIT`), and since every statement inside runs without waiting,
+//!   no other task's work ever sits inside another's transaction. Transactions queue on the mutex,
+//!   in arrival order, instead of failing with `SQLITE_BUSY`.
+//! - **Readers**: a few connections kept for queries outside transactions; WAL lets them read while
+//!   the writer writes.
+//! - **Checkpoints off the writer**: the writer never checkpoints (`wal_autocheckpoint = 0`); a
+//!   background thread does, `PASSIVE` (it never waits for the writer nor makes it wait), every
+//!   [`CHECKPOINT_EVERY`]. A commit that had to copy the WAL into the database file itself was what
+//!   set the placement tail (docs/BENCHMARKS.md).
+//!
+//! See docs/adr/0008-storage-port.md for the choices and what they were measured against.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use rusqlite::{
+    Connection, OpenFlags,
+    types::{ToSqlOutput, ValueRef},
+};
+use tokio::sync::OwnedMutexGuard;
+
+use super::{Row, StorageError, Value, query::brief};
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// Prepared statements kept per connection (each service has a few dozen).
+const STATEMENT_CACHE: usize = 128;
+/// How long a write transaction waits for another process's write lock before giving up.
+const BUSY_WAIT: Duration = Duration::from_secs(10);
+const BUSY_RETRY: Duration = Duration::from_millis(10);
+/// How long a statement may block its thread on a lock in SQLite's busy handler: short, because
+/// that thread is an async runtime's (the writer's waits happen in [`Database::begin`], asleep).
+const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+/// Reader connections kept open when idle.
+const IDLE_READERS: usize = 4;
+
+/// Page cache per connection, KiB (SQLite's default is 2,000). The writer's holds the pages every
+/// transaction touches; readers mostly do point lookups.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSizes {
+    pub writer_kib: u32,
+    pub reader_kib: u32,
+}
+
+impl Default for CacheSizes {
+    fn default() -> Self {
+        CacheSizes {
+            writer_kib: 2048,
+            reader_kib: 512,
+        }
+    }
+}
+
+pub(super) struct Database {
+    path: PathBuf,
+    writer: Arc<tokio::sync::Mutex<Connection>>,
+    readers: Arc<ReaderPool>,
+    /// Dropped with the database: the checkpointer then does a last checkpoint and stops.
+    _checkpointer: mpsc::Sender<()>,
+}
+
+impl Database {
+    pub(super) fn open(path: &Path, cache: CacheSizes) -> Result<Database, StorageError> {
+        let writer = open_connection(path, cache.writer_kib)?;
+        // The database is in WAL mode for good once set; the writer sets it first.
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::Unavailable(format!(
+                "{} cannot use a write-ahead log (journal mode {mode})",
+                path.display()
+            )));
+        }
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(error)?;
+        let checkpointer = checkpointer(path)?;
+        Ok(Database {
+            path: path.to_owned(),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            readers: Arc::new(ReaderPool {
+                path: path.to_owned(),
+                cache_kib: cache.reader_kib,
+                idle: Mutex::new(Vec::new()),
+            }),
+            _checkpointer: checkpointer,
+        })
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The writer, for a transaction (`BEGIN IMMEDIATE` is issued here; dropping the handle
+    /// without committing rolls back).
+    ///
+    /// Another process holding the database's write lock (an operator's `sqlite3` shell, a
+    /// backup) makes `BEGIN IMMEDIATE` busy: it is retried here, asleep, for up to [`BUSY_WAIT`]
+    /// (then [`StorageError::Unavailable`]) instead of blocking the thread in SQLite's busy
+    /// handler, so the rest of the process runs on meanwhile.
+    pub(super) async fn begin(&self) -> Result<Handle, StorageError> {
+        let guard = self.writer.clone().lock_owned().await;
+        let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match guard.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => return Ok(Handle::Tx(WriteTx { guard, open: true })),
+                Err(e) if is_busy(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                Err(e) => return Err(error(e)),
+            }
+        }
+    }
+
+    /// The writer outside a transaction (migrations run their own).
+    pub(super) async fn writer(&self) -> Handle {
+        Handle::Writer(self.writer.clone().lock_owned().await)
+    }
+
+    pub(super) fn reader(&self) -> Result<Handle, StorageError> {
+        Ok(Handle::Reader(self.readers.acquire()?))
+    }
+}
+
+fn open_connection(path: &Path, cache_kib: u32) -> Result<Connection, StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(error)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+    // NORMAL in WAL mode: a commit is durable against a process crash (kill -9) at once, and
+    // against power loss from the next checkpoint; no fsync per commit.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -{cache_kib};"
+    ))
+    .map_err(error)?;
+    Ok(conn)
+}
+
+/// Starts the thread that checkpoints `path`'s WAL; it stops, after a last checkpoint, when the
+/// returned sender is dropped.
+fn checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StorageError> {
+    let conn = open_connection(path, 64)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let name = format!(
+        "checkpoint-{}",
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            loop {
+                let last = match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(mpsc::RecvTimeoutError::Timeout) | Ok(()) => false,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => true,
+                };
+                crate::crash::point("storage.checkpoint");
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "checkpoint");
+                }
+                if last {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| StorageError::Unavailable(format!("cannot start the checkpointer: {e}")))?;
+    Ok(stop)
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    cache_kib: u32,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn acquire(self: &Arc<Self>) -> Result<PooledReader, StorageError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = open_connection(&self.path, self.cache_kib)?;
+                conn.execute_batch("PRAGMA query_only = ON;")
+                    .map_err(error)?;
+                conn
+            }
+        };
+        Ok(PooledReader {
+            conn: Some(conn),
+            pool: self.clone(),
+        })
+    }
+}
+
+pub(super) struct PooledReader {
+    conn: Option<Connection>,
+    pool: Arc<ReaderPool>,
+}
+
+impl Drop for PooledReader {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && let Ok(mut idle) = self.pool.idle.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+/// The writer inside a transaction: rolled back on drop unless committed.
+pub(super) struct WriteTx {
+    guard: OwnedMutexGuard<Connection>,
+    open: bool,
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if self.open
+            && let Err(e) = self.guard.execute_batch("ROLLBACK")
+        {
+            // The connection is unusable if its transaction cannot end: a later BEGIN fails and
+            // says so, which is better than going on inside this one.
+            tracing::warn!(error = %e, "rolling back an abandoned transaction");
+        }
+    }
+}
+
+pub(super) enum Handle {
+    Tx(WriteTx),
+    Writer(OwnedMutexGuard<Connection>),
+    Reader(PooledReader),
+}
+
+impl Handle {
+    fn conn(&self) -> Result<&Connection, StorageError> {
+        match self {
+            Handle::Tx(tx) => Ok(&tx.guard),
+            Handle::Writer(guard) => Ok(guard),
+            Handle::Reader(reader) => reader
+                .conn
+                .as_ref()
+                .ok_or_else(|| StorageError::Unavailable("reader connection is gone".into())),
+        }
+    }
+
+    pub(super) fn commit(&mut self) -> Result<(), StorageError> {
+        match self {
+            Handle::Tx(tx) if tx.open => {
+                tx.guard.execute_batch("COMMIT").map_err(error)?;
+                tx.open = false;
+                Ok(())
+            }
+            _ => Err(StorageError::Query(
+                "commit outside a transaction".to_owned(),
+            )),
+        }
+    }
+
+    pub(super) fn execute_batch(&mut self, sql: &str) -> Result<(), StorageError> {
+        self.conn()?.execute_batch(sql).map_err(error)
+    }
+
+    pub(super) fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StorageError> {
+        let conn = self.conn()?;
+        run(conn, sql, params, 0, &mut Vec::new())?;
+        Ok(conn.changes())
+    }
+
+    /// Up to `max` rows of `sql`'s result.
+    pub(super) fn fetch(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        max: usize,
+    ) -> Result<Vec<Row>, StorageError> {
+        let mut rows = Vec::new();
+        run(self.conn()?, sql, params, max, &mut rows)?;
+        Ok(rows)
+    }
+}
+
+/// Runs `sql` with `params`, keeping up to `max` of its rows in `out`. A DML statement with
+/// `RETURNING` makes all its changes at its first step, so stopping early changes nothing.
+fn run(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+    max: usize,
+    out: &mut Vec<Row>,
+) -> Result<(), StorageError> {
+    let mut statement = conn.prepare_cached(sql).map_err(error)?;
+    let mut highest = 0;
+    for index in 1..=statement.parameter_count() {
+        // `$N` names parameter N (SQLite itself numbers named parameters by first appearance).
+        let number = match statement.parameter_name(index) {
+            Some(name) => name
+                .strip_prefix(['$', '?'])
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    StorageError::Query(format!(
+                        "parameter {name} in {}: use $1, $2, …",
+                        brief(sql)
+                    ))
+                })?,
+            None => index,
+        };
+        highest = highest.max(number);
+        let value = params.get(number - 1).ok_or_else(|| {
+            StorageError::Query(format!(
+                "{} uses ${number} but {} values were bound",
+                brief(sql),
+                params.len()
+            ))
+        })?;
+        statement
+            .raw_bind_parameter(index, to_sql(value))
+            .map_err(error)?;
+    }
+    if highest != params.len() {
+        return Err(StorageError::Query(format!(
+            "{} takes {highest} parameters but {} values were bound",
+            brief(sql),
+            params.len()
+        )));
+    }
+    let columns: Option<Arc<[String]>> = (max > 0 && statement.column_count() > 0).then(|| {
+        statement
+            .column_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    });
+    let width = statement.column_count();
+    let mut rows = statement.raw_query();
+    while let Some(row) = rows.next().map_err(error)? {
+        let Some(columns) = &columns else {
+            continue;
+        };
+        if out.len() >= max {
+            break;
+        }
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            values.push(from_sql(row.get_ref(i).map_err(error)?)?);
+        }
+        out.push(Row::new(columns.clone(), values));
+    }
+    Ok(())
+}
+
+fn to_sql(value: &Value) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(match value {
+        Value::Int(Some(v)) => ValueRef::Integer(*v),
+        Value::Real(Some(v)) => ValueRef::Real(*v),
+        Value::Text(Some(v)) => ValueRef::Text(v.as_bytes()),
+        Value::Bytes(Some(v)) => ValueRef::Blob(v),
+        Value::Int(None) | Value::Real(None) | Value::Text(None) | Value::Bytes(None) => {
+            ValueRef::Null
+        }
+    })
+}
+
+fn from_sql(value: ValueRef<'_>) -> Result<Value, StorageError> {
+    Ok(match value {
+        ValueRef::Null => Value::Int(None),
+        ValueRef::Integer(v) => Value::Int(Some(v)),
+        ValueRef::Real(v) => Value::Real(Some(v)),
+        ValueRef::Text(v) => {
+            Value::Text(Some(String::from_utf8(v.to_vec()).map_err(|_| {
+                StorageError::Query("text column is not UTF-8".to_owned())
+            })?))
+        }
+        ValueRef::Blob(v) => Value::Bytes(Some(v.to_vec())),
+    })
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(failure, _) if failure.extended_code & 0xff == 5)
+}
+
+/// SQLite's errors, classified as [`super::StorageError`] wants: the primary result code (the low
+/// byte of the extended one) BUSY 5, LOCKED 6, READONLY 8, IOERR 10, FULL 13 or CANTOPEN 14 means
+/// the database is in trouble, not the statement.
+pub(super) fn error(e: rusqlite::Error) -> StorageError {
+    match &e {
+        rusqlite::Error::SqliteFailure(failure, _)
+            if matches!(failure.extended_code & 0xff, 5 | 6 | 8 | 10 | 13 | 14) =>
+        {
+            StorageError::Unavailable(e.to_string())
+        }
+        _ => StorageError::Query(e.to_string()),
+    }
+}
