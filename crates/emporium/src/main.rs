@@ -18,6 +18,10 @@ use emporium_platform::{
     telemetry,
 };
 
+/// See `mimalloc` in the workspace's Cargo.toml for why not the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "emporium",

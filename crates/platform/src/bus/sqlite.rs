@@ -150,6 +150,8 @@ pub fn sqlite_options(path: &Path) -> SqliteConnectOptions {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
+        // Statement journals in memory: as files, one was created and deleted per spill.
+        .pragma("temp_store", "memory")
 }
 
 impl SqliteEventLog {

@@ -218,7 +218,6 @@ fn highest_parameter(sql: &str) -> usize {
     highest
 }
 
-
 fn column_names(row: &PgRow) -> Arc<[String]> {
     row.columns().iter().map(|c| c.name().to_owned()).collect()
 }
