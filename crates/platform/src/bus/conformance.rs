@@ -42,6 +42,7 @@ macro_rules! bus_conformance_checks {
             a_failing_event_is_dead_lettered_and_can_be_replayed,
             an_event_delivered_twice_takes_effect_once,
             a_failing_event_holds_back_no_other_partition,
+            events_a_handler_does_not_handle_are_passed_over,
         );
     };
 }
@@ -367,6 +368,10 @@ struct Ledger {
     outages: Arc<Mutex<u32>>,
     /// Panic on the first attempt at this product.
     panics_once: Uuid,
+    /// What [`EventHandler::event_types`] answers.
+    event_types: Option<&'static [&'static str]>,
+    /// Every event type `handle` was called with.
+    seen: Arc<Mutex<Vec<&'static str>>>,
 }
 
 impl Ledger {
@@ -377,6 +382,8 @@ impl Ledger {
             attempts: Arc::default(),
             outages: Arc::default(),
             panics_once: Uuid::nil(),
+            event_types: None,
+            seen: Arc::default(),
         }
     }
 }
@@ -422,7 +429,12 @@ const LEDGER: &[Migration] = &[Migration::portable(
 
 #[async_trait]
 impl EventHandler for Ledger {
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        self.event_types
+    }
+
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> Result<(), HandlerError> {
+        self.seen.lock().unwrap().push(event.event.event_type());
         let Event::ProductDeleted(deleted) = &event.event else {
             return Ok(());
         };
@@ -578,6 +590,44 @@ pub async fn an_event_delivered_twice_takes_effect_once(factory: &dyn BusFactory
         vec![envelope.event_id.to_string(), other.event_id.to_string()]
     );
     assert!(db.inbox_contains(&group, envelope.event_id).await.unwrap());
+}
+
+/// A handler that names the event types it handles gets only those: the others of its topic are
+/// passed over, never decoded, never recorded in the inbox, and still count as consumed.
+pub async fn events_a_handler_does_not_handle_are_passed_over(factory: &dyn BusFactory) {
+    let (_dir, db) = ledger_db().await;
+    let bus = factory.open().await;
+    let topic = unique("types");
+    let created = Envelope::new(
+        "conformance",
+        "corr-1",
+        None,
+        Event::ProductCreated(emporium_events::ProductCreated {
+            product_id: Uuid::now_v7(),
+            name: "Lamp".into(),
+            description: None,
+            category: "home".into(),
+            price: emporium_events::Money::new(100, "USD"),
+            initial_stock: 1,
+        }),
+    );
+    let mut created_record = Record::from_envelope(&created).unwrap();
+    created_record.topic = topic.clone();
+    created_record.key = "k".into();
+    let (deleted, deleted_record) = deletion(&topic, "k", Uuid::now_v7());
+    bus.publish(&[created_record, deleted_record])
+        .await
+        .unwrap();
+    let mut ledger = Ledger::new(Uuid::nil());
+    ledger.event_types = Some(&["ProductDeleted"]);
+    let seen = ledger.seen.clone();
+    let (group, sub) = consume_into_ledger(&db, &bus, &topic, ledger).await;
+    wait_until_rows(&db, 1).await;
+    wait_for_lag_zero(&bus, &group).await;
+    sub.stop().await;
+    assert_eq!(*seen.lock().unwrap(), ["ProductDeleted"]);
+    assert!(db.inbox_contains(&group, deleted.event_id).await.unwrap());
+    assert!(!db.inbox_contains(&group, created.event_id).await.unwrap());
 }
 
 /// Batches of many partitions ready at once are applied together (group commit); one failing event

@@ -72,9 +72,35 @@ impl From<StorageError> for HandlerError {
 /// order, and handlers must accept that.
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
+    /// The event types [`EventHandler::handle`] acts on, or `None` (the default) for every event of
+    /// its topics. The consumer passes over the others by their `event-type` header, before
+    /// decoding them or recording them in the inbox: a batch of nothing but those costs no
+    /// transaction. List exactly the types `handle` matches: one left out is never handled.
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// Applies `event` inside `tx`. The event is already recorded in the inbox; events emitted with
     /// [`Tx::emit`] name it as their cause. Events a handler does not care about are simply ignored.
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+/// The types among `event_types` that are no event of `topics`: what a handler's
+/// [`EventHandler::event_types`] must not hold (a misspelt type would never be handled). For the
+/// handlers' tests.
+pub fn foreign_event_types<'a>(
+    event_types: &[&'a str],
+    topics: &[emporium_events::Topic],
+) -> Vec<&'a str> {
+    event_types
+        .iter()
+        .copied()
+        .filter(|event_type| {
+            !emporium_events::Event::CATALOG
+                .iter()
+                .any(|info| info.event_type == *event_type && topics.contains(&info.topic))
+        })
+        .collect()
 }
 
 /// Retry policy for failing events.
@@ -435,6 +461,21 @@ impl<H: EventHandler> BatchHandler for Consumer<H> {
         }
         metrics::histogram!(BATCH_EVENTS_METRIC, "group" => self.group.clone())
             .record(batch.len() as f64);
+        let batch: Vec<&Delivery> = match self.handler.event_types() {
+            None => batch.iter().collect(),
+            Some(types) => batch
+                .iter()
+                .filter(|delivery| {
+                    delivery
+                        .record
+                        .header(super::headers::EVENT_TYPE)
+                        .is_none_or(|event_type| types.contains(&event_type))
+                })
+                .collect(),
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
         let decoded: Result<Arc<[Envelope]>, _> = batch
             .iter()
             .map(|delivery| Envelope::from_json(&delivery.record.payload))
@@ -445,7 +486,7 @@ impl<H: EventHandler> BatchHandler for Consumer<H> {
                 GroupOutcome::Infra(e) => return Err(InfraError(e)),
                 GroupOutcome::Alone(known_failure) => {
                     let run: Vec<(&Delivery, Envelope)> =
-                        batch.iter().zip(events.iter().cloned()).collect();
+                        batch.iter().copied().zip(events.iter().cloned()).collect();
                     return self.apply_run_after(&run, known_failure).await;
                 }
             }

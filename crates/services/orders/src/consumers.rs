@@ -26,8 +26,32 @@ pub const TOPICS: &[Topic] = &[
 
 pub struct OrdersConsumer;
 
+/// The event types [`OrdersConsumer`] handles: exactly those its `handle` matches (the consumer
+/// passes over the rest of its topics' events without decoding them).
+pub const EVENT_TYPES: &[&str] = &[
+    "ProductCreated",
+    "ProductUpdated",
+    "ProductDeleted",
+    "InventoryReserved",
+    "InventoryRejected",
+    "InventoryReleased",
+    "InventoryCommitted",
+    "PaymentAuthorized",
+    "PaymentFailed",
+    "PaymentCaptured",
+    "PaymentVoided",
+    "ShipmentCreated",
+    "ShipmentDispatched",
+    "ShipmentDelivered",
+    "ShipmentCancelled",
+];
+
 #[async_trait]
 impl EventHandler for OrdersConsumer {
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENT_TYPES)
+    }
+
     async fn handle(&self, tx: &mut Tx, envelope: &Envelope) -> Result<(), HandlerError> {
         let now = Utc::now().timestamp_millis();
         match &envelope.event {
@@ -137,4 +161,17 @@ fn observation(envelope: &Envelope, event: &Event) -> Option<Observation> {
         payment,
         shipment,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use emporium_platform::bus::consumer::foreign_event_types;
+
+    use super::{EVENT_TYPES, TOPICS};
+
+    #[test]
+    fn every_event_type_handled_is_an_event_of_a_topic_consumed() {
+        let topics = TOPICS;
+        assert_eq!(foreign_event_types(EVENT_TYPES, topics), Vec::<&str>::new());
+    }
 }

@@ -21,8 +21,26 @@ pub struct RecommendationsHandler {
     pub email_period: Duration,
 }
 
+/// The event types [`RecommendationsHandler`] handles: exactly those its `handle` matches (the consumer
+/// passes over the rest of its topics' events without decoding them).
+pub const EVENT_TYPES: &[&str] = &[
+    "ProductCreated",
+    "ProductUpdated",
+    "ProductDeleted",
+    "StockAdjusted",
+    "LowStock",
+    "InventoryRejected",
+    "OrderCreated",
+    "OrderConfirmed",
+    "OrderCancelled",
+];
+
 #[async_trait]
 impl EventHandler for RecommendationsHandler {
+    fn event_types(&self) -> Option<&'static [&'static str]> {
+        Some(EVENT_TYPES)
+    }
+
     async fn handle(&self, tx: &mut Tx, envelope: &Envelope) -> Result<(), HandlerError> {
         // When the producer says it happened: product timestamps, and the order of stock
         // announcements that travel on different partitions.
@@ -69,5 +87,22 @@ impl EventHandler for RecommendationsHandler {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use emporium_events::Topic;
+    use emporium_platform::bus::consumer::foreign_event_types;
+
+    use super::EVENT_TYPES;
+
+    #[test]
+    fn every_event_type_handled_is_an_event_of_a_topic_consumed() {
+        let topics = [Topic::Product, Topic::Inventory, Topic::Order];
+        assert_eq!(
+            foreign_event_types(EVENT_TYPES, &topics),
+            Vec::<&str>::new()
+        );
     }
 }
