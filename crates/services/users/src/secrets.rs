@@ -15,11 +15,28 @@ use argon2::{
 use emporium_platform::{api::ApiError, auth::random_token};
 use uuid::Uuid;
 
-/// Hashes a password (Argon2id, random salt) on a blocking thread.
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || hash_now(&password))
+/// Runs `hash` (an Argon2id computation) on a blocking thread, at most one per core at a time.
+/// Each takes a core and 19 MiB for its whole length: more at once only queue for the cores
+/// while holding their memory (eight logins at once were most of the platform's peak memory).
+async fn on_hashing_thread<T: Send + 'static>(
+    hash: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    });
+    let _slot = slots
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("password hashing slots closed: {e}")))?;
+    tokio::task::spawn_blocking(hash)
         .await
         .map_err(|e| ApiError::internal(format!("password hashing task failed: {e}")))?
+}
+
+/// Hashes a password (Argon2id, random salt) on a blocking thread.
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    on_hashing_thread(move || hash_now(&password)).await
 }
 
 fn hash_now(password: &str) -> Result<String, ApiError> {
@@ -35,7 +52,7 @@ fn hash_now(password: &str) -> Result<String, ApiError> {
 /// Does `password` match `hash`? With no hash (unknown account) a dummy hash of the same cost is
 /// checked instead, so that the answer takes as long whether or not the account exists.
 pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    on_hashing_thread(move || {
         let known = hash.is_some();
         let hash = match hash {
             Some(hash) => hash,
@@ -49,7 +66,6 @@ pub async fn verify_password(password: String, hash: Option<String>) -> Result<b
         Ok(known && matches)
     })
     .await
-    .map_err(|e| ApiError::internal(format!("password check task failed: {e}")))?
 }
 
 fn dummy_hash() -> Result<&'static str, ApiError> {
