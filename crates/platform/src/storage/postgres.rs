@@ -184,36 +184,23 @@ fn bind(
 
 /// The highest `$N` in `sql`, outside string literals, quoted identifiers and comments.
 fn highest_parameter(sql: &str) -> usize {
-    let bytes = sql.as_bytes();
     let mut highest = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            quote @ (b'\'' | b'"') => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != quote {
-                    i += 1;
-                }
+    let mut rest = sql;
+    while let Some(c) = rest.chars().next() {
+        let skipped = super::query::skip_non_code(rest);
+        if skipped > 0 {
+            rest = &rest[skipped..];
+        } else if c == '$' {
+            let digits = rest[1..]
+                .find(|d: char| !d.is_ascii_digit())
+                .map_or(rest.len() - 1, |at| at);
+            if let Ok(n) = rest[1..1 + digits].parse::<usize>() {
+                highest = highest.max(n);
             }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'$' => {
-                let start = i + 1;
-                let mut end = start;
-                while end < bytes.len() && bytes[end].is_ascii_digit() {
-                    end += 1;
-                }
-                if let Ok(n) = sql[start..end].parse::<usize>() {
-                    highest = highest.max(n);
-                }
-                i = end.max(start) - 1;
-            }
-            _ => {}
+            rest = &rest[1 + digits..];
+        } else {
+            rest = &rest[c.len_utf8()..];
         }
-        i += 1;
     }
     highest
 }
@@ -262,5 +249,6 @@ mod tests {
         assert_eq!(highest_parameter("SELECT '$9', \"$8\" -- $7\n, $3"), 3);
         assert_eq!(highest_parameter("SELECT 1"), 0);
         assert_eq!(highest_parameter("SELECT $12 + $3"), 12);
+        assert_eq!(highest_parameter("/* it's */ SELECT $2 /* $9 */"), 2);
     }
 }

@@ -140,6 +140,27 @@ pub(super) fn brief(sql: &str) -> String {
     }
 }
 
+/// How many bytes at the start of `sql` are a quoted string or name, or a comment (`--` to the end of
+/// the line, `/* … */`): text in which a `$1` is not a parameter. 0 when `sql` starts with code.
+/// An unterminated one runs to the end.
+pub(super) fn skip_non_code(sql: &str) -> usize {
+    let end_of = |from: usize, closing: &str| {
+        sql[from..]
+            .find(closing)
+            .map_or(sql.len(), |at| from + at + closing.len())
+    };
+    if sql.starts_with("--") {
+        end_of(2, "\n")
+    } else if sql.starts_with("/*") {
+        end_of(2, "*/")
+    } else if let Some(quote @ ('\'' | '"')) = sql.chars().next() {
+        // A doubled quote inside is two quoted strings back to back: the same to a scanner.
+        end_of(1, if quote == '\'' { "'" } else { "\"" })
+    } else {
+        0
+    }
+}
+
 /// `$from, $from+1, …` for `n` parameters: for `IN (…)` lists.
 pub fn placeholders(from: usize, n: usize) -> String {
     (from..from + n)

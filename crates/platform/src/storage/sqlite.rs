@@ -68,7 +68,7 @@ pub(super) struct Database {
 
 impl Database {
     pub(super) fn open(path: &Path, cache: CacheSizes) -> Result<Database, StorageError> {
-        let writer = open_connection(path, cache.writer_kib)?;
+        let writer = open_connection(path, cache.writer_kib, Create::Yes)?;
         // The database is in WAL mode for good once set; the writer sets it first.
         let mode: String = writer
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -82,6 +82,9 @@ impl Database {
         writer
             .execute_batch("PRAGMA wal_autocheckpoint = 0;")
             .map_err(error)?;
+        // The writer never waits in SQLite's busy handler (on a runtime thread): `begin` retries
+        // asleep instead, and inside a write transaction WAL mode needs no further lock.
+        writer.busy_timeout(Duration::ZERO).map_err(error)?;
         let checkpointer = checkpointer(path)?;
         Ok(Database {
             path: path.to_owned(),
@@ -108,6 +111,11 @@ impl Database {
     /// handler, so the rest of the process runs on meanwhile.
     pub(super) async fn begin(&self) -> Result<Handle, StorageError> {
         let guard = self.writer.clone().lock_owned().await;
+        if !guard.is_autocommit() {
+            // A transaction whose end failed (its ROLLBACK or COMMIT errored) must not swallow
+            // this one: every BEGIN would fail until it ends.
+            guard.execute_batch("ROLLBACK").map_err(error)?;
+        }
         let deadline = tokio::time::Instant::now() + BUSY_WAIT;
         loop {
             match guard.execute_batch("BEGIN IMMEDIATE") {
@@ -130,15 +138,27 @@ impl Database {
     }
 }
 
-fn open_connection(path: &Path, cache_kib: u32) -> Result<Connection, StorageError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
-    )
-    .map_err(error)?;
+/// Whether opening may create the file: only the writer's first open does, so that a reader or the
+/// checkpointer finding the file deleted fails (and `/health` says so) instead of starting an
+/// empty database beside the one the writer still holds.
+#[derive(PartialEq)]
+enum Create {
+    Yes,
+    No,
+}
+
+fn open_connection(
+    path: &Path,
+    cache_kib: u32,
+    create: Create,
+) -> Result<Connection, StorageError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if create == Create::Yes {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(error)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
     // NORMAL in WAL mode: a commit is durable against a process crash (kill -9) at once, and
@@ -156,7 +176,7 @@ fn open_connection(path: &Path, cache_kib: u32) -> Result<Connection, StorageErr
 /// Starts the thread that checkpoints `path`'s WAL; it stops, after a last checkpoint, when the
 /// returned sender is dropped.
 fn checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StorageError> {
-    let conn = open_connection(path, 64)?;
+    let conn = open_connection(path, 64, Create::No)?;
     let (stop, stopped) = mpsc::channel::<()>();
     let name = format!(
         "checkpoint-{}",
@@ -197,7 +217,7 @@ impl ReaderPool {
         let conn = match idle {
             Some(conn) => conn,
             None => {
-                let conn = open_connection(&self.path, self.cache_kib)?;
+                let conn = open_connection(&self.path, self.cache_kib, Create::No)?;
                 conn.execute_batch("PRAGMA query_only = ON;")
                     .map_err(error)?;
                 conn
@@ -355,24 +375,19 @@ fn numbered(sql: &str) -> std::borrow::Cow<'_, str> {
         return std::borrow::Cow::Borrowed(sql);
     }
     let mut out = String::with_capacity(sql.len());
-    let mut quote: Option<char> = None;
-    let mut comment = false;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, comment, c) {
-            (Some(q), _, c) if c == q => quote = None,
-            (Some(_), _, _) => {}
-            (None, true, '\n') => comment = false,
-            (None, true, _) => {}
-            (None, false, '\'' | '"') => quote = Some(c),
-            (None, false, '-') if chars.peek() == Some(&'-') => comment = true,
-            (None, false, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
-                out.push('?');
-                continue;
-            }
-            _ => {}
+    let mut rest = sql;
+    while let Some(c) = rest.chars().next() {
+        let skipped = super::query::skip_non_code(rest);
+        if skipped > 0 {
+            out.push_str(&rest[..skipped]);
+            rest = &rest[skipped..];
+        } else if c == '$' && rest[1..].starts_with(|d: char| d.is_ascii_digit()) {
+            out.push('?');
+            rest = &rest[1..];
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
         }
-        out.push(c);
     }
     std::borrow::Cow::Owned(out)
 }
@@ -433,5 +448,10 @@ mod tests {
             "SELECT '$1', \"$2\" -- $3\n, ?4, $x"
         );
         assert_eq!(numbered("SELECT 1"), "SELECT 1");
+        assert_eq!(
+            numbered("/* order's */ UPDATE t SET a = $2 WHERE id = $1 /* $3 */"),
+            "/* order's */ UPDATE t SET a = ?2 WHERE id = ?1 /* $3 */"
+        );
+        assert_eq!(numbered("SELECT 'it''s $1', $1"), "SELECT 'it''s $1', ?1");
     }
 }
