@@ -16,7 +16,9 @@ use std::ops::Deref;
 
 use sqlx::Connection;
 
-use super::{Db, Migration};
+use emporium_events::Envelope;
+
+use super::{Db, EventContext, Migration, query};
 
 /// The variable naming the PostgreSQL server the tests may use.
 pub const DATABASE_URL_VARIABLE: &str = "EMPORIUM_TEST_DATABASE_URL";
@@ -53,6 +55,28 @@ impl TestDb {
             }
         }
     }
+}
+
+/// The events `db`'s transactions emitted since the last call, oldest first, taken out of the
+/// outbox by one statement (a read then a delete would lose what a running task emits between the
+/// two). Through a transaction: readers are read-only.
+pub async fn take_emitted(db: &Db) -> Vec<Envelope> {
+    let mut tx = db
+        .begin(EventContext::request("test", "test"))
+        .await
+        .unwrap();
+    let mut rows: Vec<(i64, Vec<u8>)> = query("DELETE FROM outbox RETURNING id, payload")
+        .fetch_all(tx.conn())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0).unwrap(), row.get(1).unwrap()))
+        .collect();
+    tx.commit().await.unwrap();
+    rows.sort_by_key(|(id, _)| *id);
+    rows.iter()
+        .map(|(_, payload)| Envelope::from_json(payload).unwrap())
+        .collect()
 }
 
 /// A fresh SQLite database of `service` in a temporary directory, with `migrations` applied.

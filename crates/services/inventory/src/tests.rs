@@ -10,7 +10,10 @@ use emporium_events::{
 };
 use emporium_platform::{
     bus::consumer::{EventHandler, HandlerError},
-    storage::{EventContext, Tx, query, testing::TestDb},
+    storage::{
+        EventContext, Tx,
+        testing::{TestDb, take_emitted},
+    },
 };
 use uuid::Uuid;
 
@@ -42,19 +45,10 @@ impl Fixture {
 
     /// The events emitted since the last call.
     async fn emitted(&self) -> Vec<Event> {
-        // Readers are read-only: read and clear the outbox in a transaction.
-        let mut tx = self.tx().await;
-        let rows: Vec<Vec<u8>> = query("SELECT payload FROM outbox ORDER BY id")
-            .scalars(tx.conn())
+        take_emitted(&self.db)
             .await
-            .unwrap();
-        query("DELETE FROM outbox")
-            .execute(tx.conn())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        rows.iter()
-            .map(|p| Envelope::from_json(p).unwrap().event)
+            .into_iter()
+            .map(|e| e.event)
             .collect()
     }
 

@@ -11,7 +11,10 @@ use emporium_events::{
 };
 use emporium_platform::{
     bus::consumer::{EventHandler, HandlerError},
-    storage::{EventContext, query, testing::TestDb},
+    storage::{
+        EventContext,
+        testing::{TestDb, take_emitted},
+    },
 };
 use uuid::Uuid;
 
@@ -83,23 +86,10 @@ impl Fixture {
     }
 
     async fn emitted(&self) -> Vec<Event> {
-        // Readers are read-only: the outbox is emptied in a transaction.
-        let mut tx = self
-            .db
-            .begin(EventContext::request(NAME, "corr-test"))
+        take_emitted(&self.db)
             .await
-            .unwrap();
-        let rows: Vec<Vec<u8>> = query("SELECT payload FROM outbox ORDER BY id")
-            .scalars(tx.conn())
-            .await
-            .unwrap();
-        query("DELETE FROM outbox")
-            .execute(tx.conn())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        rows.iter()
-            .map(|p| Envelope::from_json(p).unwrap().event)
+            .into_iter()
+            .map(|e| e.event)
             .collect()
     }
 

@@ -7,7 +7,10 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use emporium_events::{Envelope, Event, PromotionLaunched};
-use emporium_platform::storage::{Db, EventContext, query, testing::TestDb};
+use emporium_platform::storage::{
+    Db,
+    testing::{TestDb, take_emitted},
+};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -57,35 +60,18 @@ impl Fixture {
         self.app.create(request, "corr-promo", now).await.unwrap()
     }
 
-    /// The launches in the outbox so far (taken out of it). One statement takes and reads them (a
-    /// read then a delete would lose what a running scheduler emits in between), through the
-    /// writer as every write goes (a write through SQLite's reader pool can make the scheduler's
-    /// transaction fail with a stale snapshot).
+    /// The launches in the outbox so far (taken out of it by one statement: a running scheduler
+    /// may emit meanwhile).
     async fn launched(&self) -> Vec<(Envelope, PromotionLaunched)> {
-        let mut tx = self
-            .db()
-            .begin(EventContext::request(NAME, "test"))
+        take_emitted(self.db())
             .await
-            .unwrap();
-        let mut rows: Vec<(i64, Vec<u8>)> = query("DELETE FROM outbox RETURNING id, payload")
-            .fetch_all(tx.conn())
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| (row.get("id").unwrap(), row.get("payload").unwrap()))
-            .collect();
-        tx.commit().await.unwrap();
-        rows.sort_by_key(|(id, _)| *id);
-        rows.iter()
-            .map(|(_, p)| {
-                let envelope = Envelope::from_json(p).unwrap();
-                match &envelope.event {
-                    Event::PromotionLaunched(e) => {
-                        let e = e.clone();
-                        (envelope, e)
-                    }
-                    other => panic!("unexpected {other:?}"),
+            .into_iter()
+            .map(|envelope| match &envelope.event {
+                Event::PromotionLaunched(e) => {
+                    let e = e.clone();
+                    (envelope, e)
                 }
+                other => panic!("unexpected {other:?}"),
             })
             .collect()
     }

@@ -21,7 +21,10 @@ use emporium_events::{
 use emporium_platform::{
     bus::consumer::EventHandler,
     cache::{Cache, CacheError, MemoryCache},
-    storage::{EventContext, query, testing::TestDb},
+    storage::{
+        EventContext, query,
+        testing::{TestDb, take_emitted},
+    },
 };
 use uuid::Uuid;
 
@@ -188,23 +191,10 @@ impl Fixture {
 
     /// The events emitted since the last call (the outbox, emptied).
     async fn emitted(&self) -> Vec<Event> {
-        // Readers are read-only: the outbox is emptied in a transaction.
-        let mut tx = self
-            .db
-            .begin(EventContext::request(NAME, "corr-1"))
+        take_emitted(&self.db)
             .await
-            .unwrap();
-        let rows: Vec<Vec<u8>> = query("SELECT payload FROM outbox ORDER BY id")
-            .scalars(tx.conn())
-            .await
-            .unwrap();
-        query("DELETE FROM outbox")
-            .execute(tx.conn())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        rows.iter()
-            .map(|p| Envelope::from_json(p).unwrap().event)
+            .into_iter()
+            .map(|e| e.event)
             .collect()
     }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use emporium_events::{
     Address, CancellationReason, Envelope, Event, OrderCancelled, ShipmentRequested,
 };
-use emporium_platform::storage::{EventContext, Tx, query, testing::TestDb};
+use emporium_platform::storage::{
+    EventContext, Tx,
+    testing::{TestDb, take_emitted},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -47,20 +50,7 @@ impl Fixture {
     }
 
     async fn emitted(&self) -> Vec<Envelope> {
-        let rows: Vec<Vec<u8>> = query("SELECT payload FROM outbox ORDER BY id")
-            .scalars(&mut self.db.reader().await.unwrap())
-            .await
-            .unwrap();
-        // Readers are read-only: the delete takes a transaction.
-        let mut tx = self.tx("test").await;
-        query("DELETE FROM outbox")
-            .execute(tx.conn())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        rows.iter()
-            .map(|p| Envelope::from_json(p).unwrap())
-            .collect()
+        take_emitted(&self.db).await
     }
 
     async fn events(&self) -> Vec<Event> {
