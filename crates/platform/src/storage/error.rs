@@ -55,9 +55,13 @@ pub(crate) fn is_unavailable_code(code: &str) -> bool {
             .any(|class| code.starts_with(class))
             || matches!(code, "40001" | "40P01" | "55P03")
     } else {
-        code.parse::<i64>()
-            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
+        code.parse::<i64>().is_ok_and(is_unavailable_sqlite_code)
     }
+}
+
+/// [`is_unavailable_code`] for a SQLite result code (extended or primary).
+pub(crate) fn is_unavailable_sqlite_code(code: i64) -> bool {
+    matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
 }
 
 #[cfg(test)]

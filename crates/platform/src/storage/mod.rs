@@ -49,7 +49,6 @@ pub use error::StorageError;
 pub use migrate::Migration;
 pub use multi_row::{MULTI_ROW_SIZES, MultiRow, chunks};
 pub use query::{Conn, Query, placeholders, query};
-pub use sqlite::CacheSizes;
 pub use tx::{EventContext, Tx};
 pub use value::{ColumnIndex, FromValue, Row, Value};
 
@@ -105,16 +104,7 @@ enum Backend {
 impl Db {
     /// Opens (creating if needed) the SQLite database of service `name` at `path`.
     pub async fn open_sqlite(name: &str, path: &Path) -> Result<Db, StorageError> {
-        Self::open_sqlite_with(name, path, CacheSizes::default()).await
-    }
-
-    /// [`Db::open_sqlite`] with page caches of the given sizes.
-    pub async fn open_sqlite_with(
-        name: &str,
-        path: &Path,
-        cache: CacheSizes,
-    ) -> Result<Db, StorageError> {
-        let db = Db::new(name, Backend::Sqlite(sqlite::Database::open(path, cache)?));
+        let db = Db::new(name, Backend::Sqlite(sqlite::Database::open(path)?));
         db.migrate(&[]).await?;
         Ok(db)
     }

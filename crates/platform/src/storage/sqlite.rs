@@ -42,21 +42,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 const IDLE_READERS: usize = 4;
 
 /// Page cache per connection, KiB (SQLite's default is 2,000). The writer's holds the pages every
-/// transaction touches; readers mostly do point lookups.
-#[derive(Debug, Clone, Copy)]
-pub struct CacheSizes {
-    pub writer_kib: u32,
-    pub reader_kib: u32,
-}
-
-impl Default for CacheSizes {
-    fn default() -> Self {
-        CacheSizes {
-            writer_kib: 2048,
-            reader_kib: 512,
-        }
-    }
-}
+/// transaction touches; readers mostly do point lookups. (Smaller ones saved ~16 MB of the peak:
+/// docs/BENCHMARKS.md.)
+const WRITER_CACHE_KIB: u32 = 2048;
+const READER_CACHE_KIB: u32 = 512;
 
 pub(super) struct Database {
     path: PathBuf,
@@ -67,8 +56,8 @@ pub(super) struct Database {
 }
 
 impl Database {
-    pub(super) fn open(path: &Path, cache: CacheSizes) -> Result<Database, StorageError> {
-        let writer = open_connection(path, cache.writer_kib, Create::Yes)?;
+    pub(super) fn open(path: &Path) -> Result<Database, StorageError> {
+        let writer = open_connection(path, WRITER_CACHE_KIB, Create::Yes)?;
         // The database is in WAL mode for good once set; the writer sets it first.
         let mode: String = writer
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -91,7 +80,6 @@ impl Database {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             readers: Arc::new(ReaderPool {
                 path: path.to_owned(),
-                cache_kib: cache.reader_kib,
                 idle: Mutex::new(Vec::new()),
             }),
             _checkpointer: checkpointer,
@@ -207,7 +195,6 @@ fn checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StorageError> {
 
 struct ReaderPool {
     path: PathBuf,
-    cache_kib: u32,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -217,7 +204,7 @@ impl ReaderPool {
         let conn = match idle {
             Some(conn) => conn,
             None => {
-                let conn = open_connection(&self.path, self.cache_kib, Create::No)?;
+                let conn = open_connection(&self.path, READER_CACHE_KIB, Create::No)?;
                 conn.execute_batch("PRAGMA query_only = ON;")
                     .map_err(error)?;
                 conn
@@ -422,13 +409,12 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(failure, _) if failure.extended_code & 0xff == 5)
 }
 
-/// SQLite's errors, classified as [`super::StorageError`] wants: the primary result code (the low
-/// byte of the extended one) BUSY 5, LOCKED 6, READONLY 8, IOERR 10, FULL 13 or CANTOPEN 14 means
-/// the database is in trouble, not the statement.
+/// SQLite's errors, classified as [`super::StorageError`] wants (see
+/// [`super::error::is_unavailable_code`]).
 pub(super) fn error(e: rusqlite::Error) -> StorageError {
     match &e {
         rusqlite::Error::SqliteFailure(failure, _)
-            if matches!(failure.extended_code & 0xff, 5 | 6 | 8 | 10 | 13 | 14) =>
+            if super::error::is_unavailable_sqlite_code(i64::from(failure.extended_code)) =>
         {
             StorageError::Unavailable(e.to_string())
         }
