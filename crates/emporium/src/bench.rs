@@ -13,11 +13,10 @@ use anyhow::Context;
 use async_trait::async_trait;
 use clap::Args;
 use emporium_events::{Envelope, Event, Money, OrderCreated, OrderLine};
-use emporium_platform::bus::{
-    BatchHandler, Delivery, EventBus, InfraError, Record, SqliteEventLog, SubscribeOptions,
-    sqlite::sqlite_options,
+use emporium_platform::{
+    bus::{BatchHandler, Delivery, EventBus, InfraError, OutboxLog, Record, SubscribeOptions},
+    storage::{Db, EventContext, Migration, query},
 };
-use sqlx::sqlite::SqlitePoolOptions;
 use uuid::Uuid;
 
 #[derive(Args)]
@@ -73,45 +72,44 @@ impl BatchHandler for Counter {
     }
 }
 
-/// Inserts the same rows into a plain table, `batch` rows per transaction, one connection.
+/// Inserts the same rows into a plain table through the storage port, `batch` rows per
+/// transaction.
 async fn raw_sqlite(
     dir: &std::path::Path,
     records: &[Record],
     batch: usize,
 ) -> anyhow::Result<f64> {
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(sqlite_options(&dir.join("raw.db")))
-        .await?;
-    sqlx::raw_sql(
+    let db = Db::open_sqlite("raw", &dir.join("raw.db")).await?;
+    db.migrate(&[Migration::portable(
+        100,
+        "rows",
         "CREATE TABLE rows (topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
          key TEXT NOT NULL, payload BLOB NOT NULL, headers TEXT NOT NULL, appended_at INTEGER NOT NULL,
          PRIMARY KEY (topic, partition, offset)) WITHOUT ROWID",
-    )
-    .execute(&pool)
+    )])
     .await?;
     let started = Instant::now();
     for (chunk_no, chunk) in records.chunks(batch).enumerate() {
-        let mut tx = pool.begin().await?;
+        let mut tx = db.begin(EventContext::request("bench", "")).await?;
         for (i, record) in chunk.iter().enumerate() {
-            sqlx::query(
+            query(
                 "INSERT INTO rows (topic, partition, offset, key, payload, headers, appended_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
-            .bind(&record.topic)
+            .bind(record.topic.as_str())
             .bind(0i64)
             .bind((chunk_no * batch + i) as i64)
-            .bind(&record.key)
-            .bind(&record.payload)
+            .bind(record.key.as_str())
+            .bind(record.payload.as_slice())
             .bind(serde_json::to_string(&record.headers)?)
             .bind(0i64)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await?;
         }
         tx.commit().await?;
     }
     let elapsed = started.elapsed();
-    pool.close().await;
+    db.close().await;
     Ok(records.len() as f64 / elapsed.as_secs_f64())
 }
 
@@ -122,7 +120,7 @@ async fn append_only(
     batch: usize,
     partitions: u32,
 ) -> anyhow::Result<f64> {
-    let log = SqliteEventLog::open(&dir.join("events.db"), partitions).await?;
+    let log = OutboxLog::open(&dir.join("events.db"), partitions).await?;
     let started = Instant::now();
     for chunk in records.chunks(batch) {
         log.publish(chunk).await?;
@@ -137,7 +135,7 @@ async fn through_the_log(
     batch: usize,
     partitions: u32,
 ) -> anyhow::Result<(f64, f64)> {
-    let log = SqliteEventLog::open(&dir.join("events.db"), partitions).await?;
+    let log = OutboxLog::open(&dir.join("events.db"), partitions).await?;
     let counter = Arc::new(Counter(AtomicU64::new(0)));
     let subscription = log
         .subscribe(

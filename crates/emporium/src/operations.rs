@@ -587,7 +587,7 @@ async fn delete_dead_letter(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use emporium_platform::bus::{SqliteEventLog, dlq};
+    use emporium_platform::bus::{OutboxLog, dlq};
 
     use super::*;
 
@@ -597,11 +597,8 @@ mod tests {
             .unwrap();
         db.migrate(dlq::MIGRATIONS).await.unwrap();
         db.migrate(MIGRATIONS).await.unwrap();
-        let bus: Arc<dyn EventBus> = Arc::new(
-            SqliteEventLog::open(&dir.join("events.db"), 4)
-                .await
-                .unwrap(),
-        );
+        let bus: Arc<dyn EventBus> =
+            Arc::new(OutboxLog::open(&dir.join("events.db"), 4).await.unwrap());
         AppState {
             dead_letters: DeadLetterStore::new(db.clone(), bus.clone()),
             db,

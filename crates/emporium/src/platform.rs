@@ -10,12 +10,12 @@ use emporium_gateway::client::Upstreams;
 use emporium_platform::{
     api,
     auth::Tokens,
-    bus::{EventBus, SqliteEventLog, dlq},
+    bus::{EventBus, OutboxLog, dlq},
     cache::{Cache, MemoryCache, RedisCache},
     config::Config,
     http::{self, Health, HealthCheck},
     service::{Service, ServiceContext, Workers},
-    storage::{Db, relay::Relay},
+    storage::{Db, Dialect, relay::Relay},
     telemetry,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
@@ -103,8 +103,9 @@ impl DataDirLock {
     }
 }
 
-/// The event bus the configuration names: the embedded log in the data directory, or Kafka.
-async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
+/// The event bus the configuration names: Kafka, or the embedded log in the data directory (also
+/// returned as itself, to attach the SQLite databases to).
+async fn open_bus(config: &Config) -> anyhow::Result<(Arc<dyn EventBus>, Option<OutboxLog>)> {
     if let Some(brokers) = &config.kafka_brokers {
         use emporium_platform::bus::kafka::{KafkaEventLog, KafkaOptions};
         let options = KafkaOptions {
@@ -115,12 +116,12 @@ async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
         let kafka = KafkaEventLog::connect_with(options)
             .await
             .with_context(|| format!("cannot reach the Kafka brokers {brokers} (kafka_brokers)"))?;
-        return Ok(Arc::new(kafka));
+        return Ok((Arc::new(kafka), None));
     }
-    let log = SqliteEventLog::open(&config.sqlite_path("events"), config.bus.partitions)
+    let log = OutboxLog::open(&config.sqlite_path("events"), config.bus.partitions)
         .await
         .context("cannot open the event log")?;
-    Ok(Arc::new(log))
+    Ok((Arc::new(log.clone()), Some(log)))
 }
 
 /// A service's database: a SQLite file in the data directory, or its own database on the
@@ -181,7 +182,7 @@ impl Stores {
         } else {
             None
         };
-        let bus = open_bus(config).await?;
+        let (bus, embedded) = open_bus(config).await?;
         let mut dbs = Vec::with_capacity(names.len());
         for name in names {
             let db = open_db(config, name).await?;
@@ -189,6 +190,14 @@ impl Stores {
                 db.migrate(dlq::MIGRATIONS)
                     .await
                     .context("cannot migrate the operations database")?;
+            }
+            // A SQLite database's outbox is the embedded log's source; PostgreSQL's is relayed.
+            if let Some(log) = &embedded
+                && db.dialect() == Dialect::Sqlite
+            {
+                log.attach(&db)
+                    .await
+                    .with_context(|| format!("cannot serve the {name} outbox as a log"))?;
             }
             dbs.push((*name, db));
         }
@@ -275,7 +284,7 @@ pub async fn start(config: Config, part: Part) -> anyhow::Result<Running> {
     let (stop_relays, relays_stop_rx) = watch::channel(false);
 
     let mut relays = JoinSet::new();
-    for (_, db) in &stores.dbs {
+    for (_, db) in stores.dbs.iter().filter(|(_, db)| !db.is_outbox_log()) {
         relays.spawn(
             Relay::new(db.clone(), stores.bus.clone(), config.bus.relay_batch)
                 .run(relays_stop_rx.clone()),

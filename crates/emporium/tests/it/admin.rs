@@ -1,6 +1,6 @@
 //! The admin's operations endpoints: events, stats, dead letters.
 
-use emporium_platform::bus::{Delivery, EventBus, Record, SqliteEventLog, dlq};
+use emporium_platform::bus::{Delivery, EventBus, OutboxLog, Record, dlq};
 use serde_json::json;
 
 use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, Platform};
@@ -9,7 +9,7 @@ use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, Platform};
 async fn dead_letters_are_listed_replayed_and_deleted_over_http() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = SqliteEventLog::open(&dir.path().join("events.db"), 8)
+        let log = OutboxLog::open(&dir.path().join("events.db"), 8)
             .await
             .unwrap();
         let delivery = Delivery {

@@ -2,7 +2,7 @@
 
 use std::process::Stdio;
 
-use emporium_platform::bus::{Delivery, EventBus, Record, SqliteEventLog, dlq};
+use emporium_platform::bus::{Delivery, EventBus, OutboxLog, Record, dlq};
 
 use crate::support::{Platform, command};
 
@@ -85,7 +85,7 @@ async fn dead_letters_can_be_listed_replayed_and_deleted() {
         headers: Default::default(),
     };
     {
-        let log = SqliteEventLog::open(&dir.path().join("events.db"), 8)
+        let log = OutboxLog::open(&dir.path().join("events.db"), 8)
             .await
             .unwrap();
         let delivery = Delivery {
@@ -123,7 +123,7 @@ async fn dead_letters_can_be_listed_replayed_and_deleted() {
         "{}",
         String::from_utf8_lossy(&replayed.stderr)
     );
-    let log = SqliteEventLog::open(&dir.path().join("events.db"), 8)
+    let log = OutboxLog::open(&dir.path().join("events.db"), 8)
         .await
         .unwrap();
     let partition = emporium_platform::bus::partition_for("order-1", 8);

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
 
 use crate::support::{Platform, Reply, Session};
 
@@ -80,25 +79,18 @@ async fn order_of(platform: &Platform, session: &Session, product: &str, quantit
 }
 
 /// A service database's write lock, held until [`Outage::end`]: an outage of that database.
-struct Outage(sqlx::SqliteConnection);
+struct Outage(rusqlite::Connection);
 
 impl Outage {
     async fn begin(platform: &Platform, file: &str) -> Outage {
-        let mut conn = SqliteConnectOptions::new()
-            .filename(platform.data_dir.join(file))
-            .busy_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query("BEGIN EXCLUSIVE")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let conn = rusqlite::Connection::open(platform.data_dir.join(file)).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
         Outage(conn)
     }
 
-    async fn end(mut self) {
-        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    async fn end(self) {
+        self.0.execute_batch("ROLLBACK").unwrap();
     }
 }
 

@@ -472,7 +472,10 @@ async fn snapshot(
 /// again, with the platform stopped) changes nothing.
 #[tokio::test]
 async fn every_event_delivered_twice_takes_effect_once() {
-    use emporium_platform::bus::{EventBus, SqliteEventLog};
+    use emporium_platform::{
+        bus::{EventBus, OutboxLog, Record},
+        storage::{Db, query},
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_path_buf();
@@ -518,22 +521,38 @@ async fn every_event_delivered_twice_takes_effect_once() {
     let before = snapshot(&platform, &admin, &customer, &pen, &orders).await;
     assert!(platform.terminate().await.success());
 
-    // Append every record of every topic again, as a broker redelivering everything would.
-    let log = SqliteEventLog::open(&data_dir.join("events.db"), 8)
-        .await
-        .unwrap();
+    // Append every record of every topic again, as a broker redelivering everything would: the
+    // records are in the outboxes of the services' databases, each the log of what it emitted.
     let mut again = Vec::new();
-    for topic in emporium_events::Topic::ALL {
-        for partition in 0..8 {
-            for delivery in log
-                .read(topic.as_str(), partition, 0, 100_000)
-                .await
-                .unwrap()
+    for file in std::fs::read_dir(&data_dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().is_none_or(|extension| extension != "db") {
+            continue;
+        }
+        let db = Db::open_sqlite("source", &path).await.unwrap();
+        let rows = query("SELECT topic, key, payload, headers FROM outbox ORDER BY id")
+            .fetch_all(&mut db.reader().await.unwrap())
+            .await
+            .unwrap();
+        for row in rows {
+            let topic: String = row.get(0).unwrap();
+            if emporium_events::Topic::ALL
+                .iter()
+                .any(|known| known.as_str() == topic)
             {
-                again.push(delivery.record);
+                again.push(Record {
+                    topic,
+                    key: row.get(1).unwrap(),
+                    payload: row.get(2).unwrap(),
+                    headers: serde_json::from_str(&row.get::<String>(3).unwrap()).unwrap(),
+                });
             }
         }
+        db.close().await;
     }
+    let log = OutboxLog::open(&data_dir.join("events.db"), 8)
+        .await
+        .unwrap();
     let types: Vec<String> = again
         .iter()
         .filter_map(|r| r.headers.get("event-type").cloned())

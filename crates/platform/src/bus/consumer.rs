@@ -293,6 +293,7 @@ impl<H: EventHandler> Consumer<H> {
         tx.commit()
             .await
             .map_err(|e| (applied.saturating_sub(1), e.into()))?;
+        crate::crash::point("consumer.after_commit");
         metrics::histogram!(TRANSACTION_EVENTS_METRIC, "group" => self.group.clone())
             .record(applied as f64);
         Ok(())

@@ -437,11 +437,8 @@ impl EventBus for KafkaEventLog {
         options: SubscribeOptions,
         handler: Arc<dyn BatchHandler>,
     ) -> Result<Subscription, BusError> {
-        if options.topics.is_empty() {
-            return Err(BusError::Invalid("a subscription needs a topic".into()));
-        }
+        options.validate()?;
         for topic in &options.topics {
-            validate_topic(topic)?;
             self.partitions(topic).await?;
         }
         let session = self.inner.options.session_timeout.as_millis().max(1000);

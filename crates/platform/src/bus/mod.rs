@@ -23,7 +23,7 @@ pub mod consumer;
 pub mod dlq;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-pub mod sqlite;
+pub mod outbox;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -37,9 +37,9 @@ use emporium_events::Envelope;
 pub use consumer::{Consumer, HandlerError, RetryPolicy};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaEventLog, KafkaOptions};
-pub use sqlite::SqliteEventLog;
+pub use outbox::OutboxLog;
 
-/// Header names carried with every record (Kafka headers, embedded log columns).
+/// Header names carried with every record (Kafka headers, the outbox's `headers` column).
 pub mod headers {
     pub const EVENT_TYPE: &str = "event-type";
     pub const CORRELATION_ID: &str = "correlation-id";
@@ -100,6 +100,18 @@ pub struct SubscribeOptions {
     pub topics: Vec<String>,
     /// Most records handed to the handler at once (all from one partition).
     pub max_batch: usize,
+}
+
+impl SubscribeOptions {
+    /// At least one topic, every name valid.
+    pub(crate) fn validate(&self) -> Result<(), BusError> {
+        if self.topics.is_empty() {
+            return Err(BusError::Invalid("a subscription needs a topic".into()));
+        }
+        self.topics
+            .iter()
+            .try_for_each(|topic| validate_topic(topic))
+    }
 }
 
 /// Receives batches from one partition at a time, in log order.
@@ -173,7 +185,7 @@ pub trait EventBus: Send + Sync + 'static {
     /// Answers whether the bus is reachable (for `/health`).
     async fn check(&self) -> Result<(), BusError>;
 
-    /// A short name for logs and health checks (`sqlite-log`, `kafka`).
+    /// A short name for logs and health checks (`outbox-log`, `kafka`).
     fn name(&self) -> &'static str;
 }
 

@@ -28,6 +28,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+pub mod feed;
 mod migrate;
 mod multi_row;
 mod postgres;
@@ -41,9 +42,11 @@ mod value;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use chrono::Utc;
-use tokio::sync::Notify;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use crate::bus::Record;
+use feed::{Entry, Feed, Outbox};
 
 pub use error::StorageError;
 pub use migrate::Migration;
@@ -92,8 +95,7 @@ pub struct Db {
 struct Inner {
     name: String,
     backend: Backend,
-    /// Rung after a commit that wrote outbox rows: wakes the relay at once.
-    outbox_signal: Arc<Notify>,
+    outbox: Arc<Outbox>,
 }
 
 enum Backend {
@@ -127,7 +129,7 @@ impl Db {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 backend,
-                outbox_signal: Arc::new(Notify::new()),
+                outbox: Arc::new(Outbox::new()),
             }),
         }
     }
@@ -167,7 +169,7 @@ impl Db {
             self.begin_plain().await?,
             self.dialect(),
             context,
-            self.inner.outbox_signal.clone(),
+            self.inner.outbox.clone(),
         ))
     }
 
@@ -217,8 +219,12 @@ impl Db {
         Ok(())
     }
 
-    /// Rows waiting in the outbox.
+    /// Rows waiting in the outbox for a relay (none when the outbox is served as a log: a row is
+    /// published when it commits).
     pub async fn outbox_backlog(&self) -> Result<i64, StorageError> {
+        if self.inner.outbox.is_log() {
+            return Ok(0);
+        }
         query("SELECT COUNT(*) FROM outbox")
             .scalar(&mut self.reader().await?)
             .await
@@ -227,6 +233,9 @@ impl Db {
     /// How long the oldest row has waited in the outbox (`None` when it is empty). A relay that
     /// cannot publish (the bus is down) shows as an age that keeps growing.
     pub async fn oldest_outbox_age(&self) -> Result<Option<Duration>, StorageError> {
+        if self.inner.outbox.is_log() {
+            return Ok(None);
+        }
         let oldest: Option<i64> = query("SELECT MIN(created_at) FROM outbox")
             .scalar(&mut self.reader().await?)
             .await?;
@@ -250,8 +259,63 @@ impl Db {
         Ok(found.is_some())
     }
 
-    pub(crate) fn outbox_signal(&self) -> &Notify {
-        &self.inner.outbox_signal
+    /// Whether the embedded bus serves this outbox as its log (no relay must run on it).
+    pub fn is_outbox_log(&self) -> bool {
+        self.inner.outbox.is_log()
+    }
+
+    pub(crate) fn outbox_signal(&self) -> &tokio::sync::Notify {
+        &self.inner.outbox.signal
+    }
+
+    /// Serves this (SQLite) database's outbox as a log from now on (the embedded bus): rows are
+    /// kept, each commit's rows reach [`Db::outbox_feed`], and no relay must run on it.
+    pub(crate) async fn serve_outbox_as_log(&self) -> Result<(), StorageError> {
+        if self.dialect() != Dialect::Sqlite {
+            return Err(StorageError::Query(format!(
+                "the outbox of {} is on PostgreSQL: a relay publishes it",
+                self.name()
+            )));
+        }
+        self.inner.outbox.serve_as_log();
+        self.look_at_outbox_end().await
+    }
+
+    /// Moves the feed's end to the table's (rows committed without passing the feed: another
+    /// process, or a commit whose task stopped before it could tell).
+    pub(crate) async fn look_at_outbox_end(&self) -> Result<(), StorageError> {
+        let last: i64 = query("SELECT COALESCE(MAX(id), 0) FROM outbox")
+            .scalar(&mut self.reader().await?)
+            .await?;
+        self.inner.outbox.feed.advance_to(last as u64 + 1);
+        Ok(())
+    }
+
+    pub(crate) fn outbox_feed(&self) -> &Feed {
+        &self.inner.outbox.feed
+    }
+
+    /// Outbox rows from id `from` on, at most `limit`, in id order: from memory when the feed
+    /// still holds them.
+    pub(crate) async fn read_outbox(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Entry>>, StorageError> {
+        if let Some(entries) = self.inner.outbox.feed.read_tail(from, limit) {
+            return Ok(entries);
+        }
+        let rows = query(
+            "SELECT id, topic, key, payload, headers, created_at FROM outbox
+             WHERE id >= $1 ORDER BY id LIMIT $2",
+        )
+        .bind(from as i64)
+        .bind(limit as i64)
+        .fetch_all(&mut self.reader().await?)
+        .await?;
+        rows.iter()
+            .map(|row| outbox_entry(row).map(Arc::new))
+            .collect()
     }
 
     /// Closes the pools (PostgreSQL). SQLite's connections close when the last clone of this
@@ -261,6 +325,22 @@ impl Db {
             db.close().await;
         }
     }
+}
+
+/// An outbox row read with `SELECT id, topic, key, payload, headers, created_at`.
+pub(crate) fn outbox_entry(row: &Row) -> Result<Entry, StorageError> {
+    let headers: String = row.get(4)?;
+    Ok(Entry {
+        id: row.get::<i64>(0)? as u64,
+        created_at: DateTime::<Utc>::from_timestamp_millis(row.get(5)?).unwrap_or_default(),
+        record: Record {
+            topic: row.get(1)?,
+            key: row.get(2)?,
+            payload: row.get(3)?,
+            headers: serde_json::from_str(&headers)
+                .map_err(|e| StorageError::Query(format!("corrupt outbox headers: {e}")))?,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -119,7 +119,10 @@ impl Handle {
     }
 
     pub(super) async fn execute_batch(&mut self, sql: &str) -> Result<(), StorageError> {
-        sqlx::raw_sql(sql).execute(self.conn()?).await?;
+        // A `&str` without arguments goes by the simple query protocol, which runs several
+        // statements. (`sqlx::raw_sql` does the same, but its future is not `Send` for every
+        // lifetime, which callers inside `async_trait` methods need.)
+        sqlx::Executor::execute(self.conn()?, sql).await?;
         Ok(())
     }
 

@@ -12,12 +12,12 @@
 //! find the lock taken and look again shortly. That caps one service's publishing at one relay's
 //! pace, which is the price of order without a per-key relay.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
-use super::{Conn, Db, Dialect, RELAY_LOCK, StorageError, placeholders, query};
-use crate::bus::{EventBus, Record};
+use super::{Conn, Db, Dialect, RELAY_LOCK, StorageError, outbox_entry, placeholders, query};
+use crate::bus::EventBus;
 
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 /// How soon a relay that found another instance's relay at work looks again.
@@ -54,6 +54,10 @@ impl Relay {
 
     /// `None`: another relay holds this database's relay lock.
     async fn try_publish_batch(&self) -> Result<Option<usize>, RelayError> {
+        if self.db.inner.outbox.is_log() {
+            // The embedded bus serves this outbox as its log: nothing to publish, nothing to delete.
+            return Ok(Some(0));
+        }
         match self.db.dialect() {
             Dialect::Sqlite => {
                 // One process per file, one relay per process: no one to take turns with. Reading
@@ -85,27 +89,21 @@ impl Relay {
 
     /// Reads the oldest batch through `conn` and publishes it; returns the published rows' ids.
     async fn publish_from(&self, conn: &mut Conn) -> Result<Vec<i64>, RelayError> {
-        let rows =
-            query("SELECT id, topic, key, payload, headers FROM outbox ORDER BY id LIMIT $1")
-                .bind(self.batch as i64)
-                .fetch_all(conn)
-                .await?;
+        let rows = query(
+            "SELECT id, topic, key, payload, headers, created_at FROM outbox ORDER BY id LIMIT $1",
+        )
+        .bind(self.batch as i64)
+        .fetch_all(conn)
+        .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut records = Vec::with_capacity(rows.len());
-        for row in rows {
-            ids.push(row.get::<i64>(0)?);
-            let headers: String = row.get(4)?;
-            let headers: BTreeMap<String, String> = serde_json::from_str(&headers)
-                .map_err(|e| StorageError::Query(format!("corrupt outbox headers: {e}")))?;
-            records.push(Record {
-                topic: row.get(1)?,
-                key: row.get(2)?,
-                payload: row.get(3)?,
-                headers,
-            });
+        for row in &rows {
+            let entry = outbox_entry(row)?;
+            ids.push(entry.id as i64);
+            records.push(entry.record);
         }
         crate::crash::point("relay.before_publish");
         self.bus.publish(&records).await?;

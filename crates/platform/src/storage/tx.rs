@@ -3,12 +3,15 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use emporium_events::{Envelope, Event};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Conn, Dialect, MultiRow, StorageError, Value, chunks, query};
+use super::{
+    Conn, Dialect, MultiRow, StorageError, Value, chunks,
+    feed::{Entry, Outbox},
+    query,
+};
 use crate::bus::Record;
 
 /// Who causes the events a transaction emits.
@@ -55,6 +58,14 @@ static OUTBOX_INSERT: MultiRow = MultiRow::new(
     "",
 );
 
+/// The same, for an outbox served as a log: the ids are the rows' offsets.
+static OUTBOX_INSERT_RETURNING: MultiRow = MultiRow::new(
+    "INSERT INTO outbox (topic, key, payload, headers, created_at) VALUES ",
+    0,
+    5,
+    " RETURNING id",
+);
+
 /// PostgreSQL: takes the transaction-scoped advisory lock of each key (see [`Tx::emit`]) in the
 /// order of the rows' ordinals (`(key, ordinal)` rows). The sort is in the inner query and the
 /// locking in the outer one, which keeps its input's order; the lock function is volatile, so it
@@ -72,9 +83,8 @@ const OUTBOX_KEY_LOCK_SEED: i64 = 0x656d_706f_7269;
 
 /// An event emitted in a transaction, written to the outbox at commit.
 struct OutboxRow {
-    topic: String,
-    key: String,
-    payload: Vec<u8>,
+    record: Record,
+    /// `record.headers` as the outbox stores them (JSON).
     headers: String,
     created_at: i64,
 }
@@ -85,11 +95,11 @@ pub struct Tx {
     pub(super) dialect: Dialect,
     pub(super) context: EventContext,
     /// Emitted events, written to the outbox together at commit.
-    outbox: Vec<OutboxRow>,
+    emitted: Vec<OutboxRow>,
     /// Rows given to [`Tx::insert_at_commit`], by statement, in the order each statement got its
     /// first row.
     deferred: Vec<(&'static MultiRow, Vec<Value>)>,
-    signal: Arc<Notify>,
+    outbox: Arc<Outbox>,
 }
 
 impl Tx {
@@ -97,15 +107,15 @@ impl Tx {
         conn: Conn,
         dialect: Dialect,
         context: EventContext,
-        signal: Arc<Notify>,
+        outbox: Arc<Outbox>,
     ) -> Self {
         Tx {
             conn,
             dialect,
             context,
-            outbox: Vec::new(),
+            emitted: Vec::new(),
             deferred: Vec::new(),
-            signal,
+            outbox,
         }
     }
 
@@ -140,16 +150,20 @@ impl Tx {
         );
         let record =
             Record::from_envelope(&envelope).map_err(|e| StorageError::Query(e.to_string()))?;
+        self.append(record)?;
+        Ok(envelope)
+    }
+
+    /// Appends a record as it is (the embedded bus publishing through its own database).
+    pub(crate) fn append(&mut self, record: Record) -> Result<(), StorageError> {
         let headers = serde_json::to_string(&record.headers)
             .map_err(|e| StorageError::Query(e.to_string()))?;
-        self.outbox.push(OutboxRow {
-            topic: record.topic,
-            key: record.key,
-            payload: record.payload,
+        self.emitted.push(OutboxRow {
+            record,
             headers,
             created_at: Utc::now().timestamp_millis(),
         });
-        Ok(envelope)
+        Ok(())
     }
 
     /// Inserts `row` (a value per column of `statement`) at [`Tx::commit`], together with every
@@ -200,8 +214,9 @@ impl Tx {
         Ok(())
     }
 
-    /// Writes the emitted events to the outbox, in emission order.
-    async fn write_outbox(&mut self) -> Result<(), StorageError> {
+    /// Writes the emitted events to the outbox, in emission order; returns them as log entries
+    /// when the outbox is served as a log.
+    async fn write_outbox(&mut self) -> Result<Vec<Entry>, StorageError> {
         if self.dialect == Dialect::Postgres {
             // PostgreSQL hands out outbox ids at insert, not at commit, and the relay publishes in
             // id order: two transactions emitting for one key could commit out of id order and the
@@ -209,7 +224,11 @@ impl Tx {
             // commit makes the second wait for the first, so per-key id order is commit order.
             // (SQLite has one writer: its transactions never overlap.) Every transaction locks
             // its keys in one order, the keys' own, so that two cannot each wait for the other.
-            let mut keys: Vec<&str> = self.outbox.iter().map(|row| row.key.as_str()).collect();
+            let mut keys: Vec<&str> = self
+                .emitted
+                .iter()
+                .map(|row| row.record.key.as_str())
+                .collect();
             keys.sort_unstable();
             keys.dedup();
             let mut ordinal = 0i64;
@@ -222,18 +241,42 @@ impl Tx {
                 lock.execute(&mut self.conn).await?;
             }
         }
-        let rows = std::mem::take(&mut self.outbox);
-        OUTBOX_INSERT
-            .execute_for(&mut self.conn, &rows, |insert, row| {
-                insert
-                    .bind(row.topic.as_str())
-                    .bind(row.key.as_str())
-                    .bind(row.payload.as_slice())
-                    .bind(row.headers.as_str())
-                    .bind(row.created_at)
+        let rows = std::mem::take(&mut self.emitted);
+        fn bind<'q>(insert: super::Query<'q>, row: &OutboxRow) -> super::Query<'q> {
+            insert
+                .bind(row.record.topic.as_str())
+                .bind(row.record.key.as_str())
+                .bind(row.record.payload.as_slice())
+                .bind(row.headers.as_str())
+                .bind(row.created_at)
+        }
+        if !self.outbox.is_log() {
+            OUTBOX_INSERT
+                .execute_for(&mut self.conn, &rows, bind)
+                .await?;
+            return Ok(Vec::new());
+        }
+        // One writer: a statement's rows get consecutive ids in VALUES order (RETURNING gives
+        // them in no promised order, hence the sort), and the next statement's come after.
+        let mut ids = Vec::with_capacity(rows.len());
+        for chunk in chunks(&rows) {
+            let insert = chunk
+                .iter()
+                .fold(super::query(OUTBOX_INSERT_RETURNING.sql(chunk.len())), bind);
+            let mut chunk_ids = insert.scalars::<i64>(&mut self.conn).await?;
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        Ok(rows
+            .into_iter()
+            .zip(ids)
+            .map(|(row, id)| Entry {
+                id: id as u64,
+                created_at: DateTime::<Utc>::from_timestamp_millis(row.created_at)
+                    .unwrap_or_default(),
+                record: row.record,
             })
-            .await?;
-        Ok(())
+            .collect())
     }
 
     /// Records that `consumer` applied `event_id`. Returns `false` if it already had: the caller must
@@ -278,18 +321,22 @@ impl Tx {
         Ok(recorded)
     }
 
-    /// Commits state, the rows of [`Tx::insert_at_commit`] and events together, then wakes the
-    /// relay.
+    /// Commits state, the rows of [`Tx::insert_at_commit`] and events together, then hands the
+    /// events to the outbox's readers: the relay, or in-process consumers when the outbox is
+    /// served as a log (still holding the writer, so that they learn of commits in their order).
     pub async fn commit(mut self) -> Result<(), StorageError> {
         self.insert_pending_rows().await?;
-        let emitted = !self.outbox.is_empty();
-        if emitted {
-            self.write_outbox().await?;
-        }
+        let emitted = !self.emitted.is_empty();
+        let entries = if emitted {
+            self.write_outbox().await?
+        } else {
+            Vec::new()
+        };
         self.conn.commit().await?;
         if emitted {
             crate::crash::point("outbox.after_commit");
-            self.signal.notify_one();
+            self.outbox.feed.push(entries);
+            self.outbox.signal.notify_one();
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 #[cfg(feature = "kafka")]
 mod bus_kafka;
-mod bus_sqlite;
+mod bus_outbox;
 mod cache_redis;
 mod crash;
 mod storage;

@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use emporium_events::{Envelope, Event, ProductDeleted};
 use emporium_platform::{
-    bus::{EventBus, SqliteEventLog, partition_for},
+    bus::{EventBus, OutboxLog, partition_for},
     http::{HealthCheck, OutboxCheck},
     storage::{
         Conn, Db, Dialect, EventContext, Migration, MultiRow, Value, query,
@@ -47,14 +47,14 @@ const PARTITIONS: u32 = 2;
 struct Setup {
     db: TestDb,
     bus: Arc<dyn EventBus>,
-    log: SqliteEventLog,
+    log: OutboxLog,
     _dir: tempfile::TempDir,
 }
 
 impl Setup {
     async fn new(db: TestDb) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let log = SqliteEventLog::open(&dir.path().join("events.db"), PARTITIONS)
+        let log = OutboxLog::open(&dir.path().join("events.db"), PARTITIONS)
             .await
             .unwrap();
         Setup {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use emporium_events::{Envelope, Event, Money, ProductCreated, ProductDeleted};
 use emporium_platform::{
     auth::Tokens,
-    bus::{EventBus, SqliteEventLog, consumer::EventHandler, consumer::HandlerError},
+    bus::{EventBus, OutboxLog, consumer::EventHandler, consumer::HandlerError},
     cache::{Cache, CacheError, MemoryCache, RedisCache},
     config::Config,
     service::{Service, ServiceContext, Workers},
@@ -270,7 +270,7 @@ async fn a_product_event_forgets_what_another_instance_changed(cache: Arc<dyn Ca
     );
 
     let bus: Arc<dyn EventBus> = Arc::new(
-        SqliteEventLog::open(&f.dir.path().join("events.db"), 2)
+        OutboxLog::open(&f.dir.path().join("events.db"), 2)
             .await
             .unwrap(),
     );
