@@ -30,6 +30,11 @@ use super::{Row, StorageError, Value, query::brief};
 
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL frames (pages) past which the checkpointer holds the writer to let the WAL start over:
+/// SQLite's own automatic checkpoint threshold.
+const WAL_RESTART_FRAMES: i64 = 1000;
+/// Bytes a WAL that grew larger is cut back to when it starts over.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// Prepared statements kept per connection (each service has a few dozen).
 const STATEMENT_CACHE: usize = 128;
 /// How long a write transaction waits for another process's write lock before giving up.
@@ -69,15 +74,19 @@ impl Database {
             )));
         }
         writer
-            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
+                WAL_SIZE_LIMIT
+            ))
             .map_err(error)?;
         // The writer never waits in SQLite's busy handler (on a runtime thread): `begin` retries
         // asleep instead, and inside a write transaction WAL mode needs no further lock.
         writer.busy_timeout(Duration::ZERO).map_err(error)?;
-        let checkpointer = checkpointer(path)?;
+        let writer = Arc::new(tokio::sync::Mutex::new(writer));
+        let checkpointer = checkpointer(path, writer.clone())?;
         Ok(Database {
             path: path.to_owned(),
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer,
             readers: Arc::new(ReaderPool {
                 path: path.to_owned(),
                 idle: Mutex::new(Vec::new()),
@@ -163,7 +172,18 @@ fn open_connection(
 
 /// Starts the thread that checkpoints `path`'s WAL; it stops, after a last checkpoint, when the
 /// returned sender is dropped.
-fn checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StorageError> {
+///
+/// A checkpoint beside a busy writer never catches up with it: the WAL can only start over once
+/// every frame in it is copied, and a writer appending all the time always has new ones, so the
+/// WAL would grow without end (hundreds of MB in seconds at the max rate, with every new block
+/// zeroed by the file system and every page lookup searching a bigger index). So when a
+/// checkpoint leaves more than [`WAL_RESTART_FRAMES`] frames in the WAL, the checkpointer takes
+/// the writer for a second one, which copies only what was appended meanwhile; the next write
+/// transaction then starts the WAL over.
+fn checkpointer(
+    path: &Path,
+    writer: Arc<tokio::sync::Mutex<Connection>>,
+) -> Result<mpsc::Sender<()>, StorageError> {
     let conn = open_connection(path, 64, Create::No)?;
     let (stop, stopped) = mpsc::channel::<()>();
     let name = format!(
@@ -181,8 +201,9 @@ fn checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StorageError> {
                     Err(mpsc::RecvTimeoutError::Disconnected) => true,
                 };
                 crate::crash::point("storage.checkpoint");
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!(error = %e, "checkpoint");
+                if checkpoint(&conn).is_some_and(|frames| frames > WAL_RESTART_FRAMES) {
+                    let _writer = writer.blocking_lock();
+                    checkpoint(&conn);
                 }
                 if last {
                     break;
@@ -191,6 +212,20 @@ fn checkpointer(path: &Path) -> Result<mpsc::Sender<()>, StorageError> {
         })
         .map_err(|e| StorageError::Unavailable(format!("cannot start the checkpointer: {e}")))?;
     Ok(stop)
+}
+
+/// Copies what it can of the WAL into the database file without waiting for anyone; returns how
+/// many frames the WAL holds (`None` if the checkpoint failed).
+fn checkpoint(conn: &Connection) -> Option<i64> {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        row.get::<_, i64>(1)
+    }) {
+        Ok(frames) => Some(frames),
+        Err(e) => {
+            tracing::debug!(error = %e, "checkpoint");
+            None
+        }
+    }
 }
 
 struct ReaderPool {
