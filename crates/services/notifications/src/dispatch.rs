@@ -1,6 +1,6 @@
 //! The dispatcher: after commit, takes queued notifications critical first, then standard, then
-//! marketing, sends each and records the outcome with its `NotificationSent` / `NotificationFailed`
-//! event in one transaction.
+//! marketing, a batch at a time: claims the batch in one transaction, sends each, and records the
+//! outcomes with their `NotificationSent` / `NotificationFailed` events in one transaction.
 //!
 //! Delivery is at least once: a crash after sending and before recording sends again once the
 //! claim's lease runs out (emails carry the notification id as `Message-ID`, so a receiver can drop
@@ -10,7 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use emporium_events::{Event, NotificationFailed, NotificationSent};
-use emporium_platform::storage::{Db, EventContext, StorageError};
+use emporium_platform::storage::{Db, EventContext, StorageError, Tx};
 use tokio::sync::{Notify, watch};
 
 use crate::{
@@ -97,34 +97,58 @@ impl Dispatcher {
     }
 
     /// Sends one batch, checking `keep_going` before each message so that a stop does not wait
-    /// for the rest of the batch (what is left stays queued).
+    /// for the rest of the batch (what is left is released, still queued).
     async fn dispatch_batch(&self, keep_going: impl Fn() -> bool) -> Result<i64, StorageError> {
         let now = chrono::Utc::now().timestamp_millis();
         let due = store::due(&mut self.db.reader().await?, now, self.pace.batch).await?;
         let taken = due.len() as i64;
-        for notification in due {
-            if !keep_going() {
-                break;
-            }
-            self.dispatch(notification).await?;
+        if due.is_empty() {
+            return Ok(0);
         }
+        let mut tx = self.db.begin(EventContext::request(NAME, "")).await?;
+        let mut claimed = Vec::with_capacity(due.len());
+        for notification in due {
+            if store::claim(
+                tx.conn(),
+                notification.id,
+                now,
+                now + millis(self.pace.lease),
+            )
+            .await?
+            {
+                claimed.push(notification);
+            }
+        }
+        tx.commit().await?;
+
+        let mut outcomes = Vec::with_capacity(claimed.len());
+        let mut unsent = Vec::new();
+        for notification in claimed {
+            if keep_going() {
+                let result = self.send(&notification).await;
+                outcomes.push((notification, result));
+            } else {
+                unsent.push(notification.id);
+            }
+        }
+
+        let mut tx = self.db.begin(EventContext::request(NAME, "")).await?;
+        for (notification, result) in outcomes {
+            tx.set_context(EventContext {
+                source: NAME,
+                correlation_id: notification.correlation_id.clone(),
+                causation_id: notification.event_id,
+            });
+            self.record(&mut tx, notification, result).await?;
+        }
+        for id in unsent {
+            store::release(tx.conn(), id, now).await?;
+        }
+        tx.commit().await?;
         Ok(taken)
     }
 
-    async fn dispatch(&self, n: Due) -> Result<(), StorageError> {
-        let context = EventContext {
-            source: NAME,
-            correlation_id: n.correlation_id.clone(),
-            causation_id: n.event_id,
-        };
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = self.db.begin(context.clone()).await?;
-        let claimed = store::claim(tx.conn(), n.id, now, now + millis(self.pace.lease)).await?;
-        tx.commit().await?;
-        if !claimed {
-            return Ok(());
-        }
-
+    async fn send(&self, n: &Due) -> Result<(), String> {
         let outgoing = Outgoing {
             id: n.id,
             channel: n.channel,
@@ -133,17 +157,24 @@ impl Dispatcher {
             body: n.body.clone(),
         };
         let sent = sender::send(&self.senders, &outgoing);
-        let result = match tokio::time::timeout(self.pace.send_timeout, sent).await {
+        match tokio::time::timeout(self.pace.send_timeout, sent).await {
             Ok(SendOutcome::Sent) => Ok(()),
             Ok(SendOutcome::Failed { error }) => Err(error),
             Err(_) => Err(format!(
                 "sending took longer than {:?}",
                 self.pace.send_timeout
             )),
-        };
+        }
+    }
 
+    /// Records how sending `n` went, with its event.
+    async fn record(
+        &self,
+        tx: &mut Tx,
+        n: Due,
+        result: Result<(), String>,
+    ) -> Result<(), StorageError> {
         let template = n.template.clone().unwrap_or_default();
-        let mut tx = self.db.begin(context).await?;
         match result {
             Ok(()) => {
                 if store::mark_sent(tx.conn(), n.id).await? {
@@ -189,7 +220,6 @@ impl Dispatcher {
                     .increment(1);
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -580,6 +580,17 @@ pub async fn claim(
     Ok(done == 1)
 }
 
+/// Gives a claimed notification back, due at `due_at`, without counting an attempt (a dispatcher
+/// stopping before it sent it).
+pub async fn release(conn: &mut Conn, id: Uuid, due_at: i64) -> Result<(), StorageError> {
+    query("UPDATE notifications SET due_at = $2 WHERE id = $1 AND status = 'QUEUED'")
+        .bind(id)
+        .bind(due_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn mark_sent(conn: &mut Conn, id: Uuid) -> Result<bool, StorageError> {
     let done = query(
         "UPDATE notifications SET status = 'SENT', sent_at = $2, attempts = attempts + 1, error = NULL
