@@ -261,8 +261,12 @@ impl Source {
                 return;
             };
             let routed = me.routed.load(Ordering::Acquire);
-            if *feed.borrow() > routed {
+            let end = *feed.borrow();
+            if end > routed {
                 match me.db.read_outbox(routed, SCAN).await {
+                    // No row at all up to the end (none can be missing: the end moves only
+                    // after a commit): nothing to route there.
+                    Ok(entries) if entries.is_empty() => me.routed.store(end, Ordering::Release),
                     Ok(entries) => me.advance(&entries),
                     Err(e) => {
                         tracing::warn!(source = me.db.name(), error = %e, "cannot read the outbox");
