@@ -25,7 +25,9 @@ async fn dead_letters_are_listed_replayed_and_deleted_over_http() {
                     product_id: uuid::Uuid::now_v7(),
                 }),
             ))
-            .unwrap(),
+            .unwrap()
+            .into(),
+            decoded: None,
         };
         log.publish(&[dlq::dead_letter_record(&delivery, "inventory", "kaput", 3)])
             .await

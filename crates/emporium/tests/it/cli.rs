@@ -92,7 +92,8 @@ async fn dead_letters_can_be_listed_replayed_and_deleted() {
             partition: 3,
             offset: 7,
             appended_at: chrono::Utc::now(),
-            record: original.clone(),
+            record: original.clone().into(),
+            decoded: None,
         };
         log.publish(&[dlq::dead_letter_record(&delivery, "inventory", "boom", 5)])
             .await

@@ -150,7 +150,7 @@ pub struct Consumer<H> {
 
 /// A partition's batch waiting for a group commit, and where to say how it went.
 struct Pending {
-    events: Arc<[Envelope]>,
+    events: Arc<[Arc<Envelope>]>,
     settled: oneshot::Sender<GroupOutcome>,
 }
 
@@ -193,7 +193,7 @@ impl<H: EventHandler> Consumer<H> {
     /// queued, in one transaction, and tells each batch the outcome. Nothing else of a partition is
     /// delivered until its batch is settled, so per-key order holds, and the offsets of every batch
     /// in the transaction are committed only after it.
-    async fn apply_together(&self, events: Arc<[Envelope]>) -> GroupOutcome {
+    async fn apply_together(&self, events: Arc<[Arc<Envelope>]>) -> GroupOutcome {
         let (settled, mut outcome) = oneshot::channel();
         self.lock_pending().push(Pending { events, settled });
         let _turn = self.applying.lock().await;
@@ -212,7 +212,7 @@ impl<H: EventHandler> Consumer<H> {
         let batches = std::mem::take(&mut *self.lock_pending());
         let events: Vec<&Envelope> = batches
             .iter()
-            .flat_map(|pending| pending.events.iter())
+            .flat_map(|pending| pending.events.iter().map(|event| &**event))
             .collect();
         let result = self.apply_all(&events).await;
         let mut failure = match result {
@@ -302,7 +302,7 @@ impl<H: EventHandler> Consumer<H> {
     /// Applies a run of decoded events: all in one transaction when they all succeed; otherwise the
     /// ones before the failing event again in one transaction, the failing one with retries (its
     /// first attempt already made), and then the rest the same way.
-    async fn apply_run(&self, events: &[(&Delivery, Envelope)]) -> Result<(), InfraError> {
+    async fn apply_run(&self, events: &[(&Delivery, Arc<Envelope>)]) -> Result<(), InfraError> {
         self.apply_run_after(events, None).await
     }
 
@@ -310,7 +310,7 @@ impl<H: EventHandler> Consumer<H> {
     /// `known_failure` (index, error), if given.
     async fn apply_run_after(
         &self,
-        events: &[(&Delivery, Envelope)],
+        events: &[(&Delivery, Arc<Envelope>)],
         mut known_failure: Option<(usize, String)>,
     ) -> Result<(), InfraError> {
         let mut rest = events;
@@ -477,16 +477,13 @@ impl<H: EventHandler> BatchHandler for Consumer<H> {
         if batch.is_empty() {
             return Ok(());
         }
-        let decoded: Result<Arc<[Envelope]>, _> = batch
-            .iter()
-            .map(|delivery| Envelope::from_json(&delivery.record.payload))
-            .collect();
+        let decoded: Result<Arc<[Arc<Envelope>]>, _> = batch.iter().map(|d| decode(d)).collect();
         if let Ok(events) = decoded {
             match self.apply_together(events.clone()).await {
                 GroupOutcome::Committed => return Ok(()),
                 GroupOutcome::Infra(e) => return Err(InfraError(e)),
                 GroupOutcome::Alone(known_failure) => {
-                    let run: Vec<(&Delivery, Envelope)> =
+                    let run: Vec<(&Delivery, Arc<Envelope>)> =
                         batch.iter().copied().zip(events.iter().cloned()).collect();
                     return self.apply_run_after(&run, known_failure).await;
                 }
@@ -494,9 +491,9 @@ impl<H: EventHandler> BatchHandler for Consumer<H> {
         }
         // Runs of decodable events go through `apply_run`; an undecodable one is dead-lettered at once
         // (no retry can fix it), keeping the partition's order.
-        let mut run: Vec<(&Delivery, Envelope)> = Vec::with_capacity(batch.len());
+        let mut run: Vec<(&Delivery, Arc<Envelope>)> = Vec::with_capacity(batch.len());
         for delivery in batch {
-            match Envelope::from_json(&delivery.record.payload) {
+            match decode(delivery) {
                 Ok(envelope) => run.push((delivery, envelope)),
                 Err(e) => {
                     self.apply_run(&run).await?;
@@ -510,8 +507,16 @@ impl<H: EventHandler> BatchHandler for Consumer<H> {
     }
 }
 
-fn envelopes<'a>(run: &'a [(&Delivery, Envelope)]) -> Vec<&'a Envelope> {
-    run.iter().map(|(_, envelope)| envelope).collect()
+fn envelopes<'a>(run: &'a [(&Delivery, Arc<Envelope>)]) -> Vec<&'a Envelope> {
+    run.iter().map(|(_, envelope)| &**envelope).collect()
+}
+
+/// The delivery's envelope: the one the bus holds, or decoded from the payload.
+fn decode(delivery: &Delivery) -> Result<Arc<Envelope>, serde_json::Error> {
+    match &delivery.decoded {
+        Some(envelope) => Ok(envelope.clone()),
+        None => Envelope::from_json(&delivery.record.payload).map(Arc::new),
+    }
 }
 
 #[cfg(test)]

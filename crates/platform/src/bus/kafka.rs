@@ -365,7 +365,7 @@ fn delivery(message: &impl Message) -> Delivery {
             .to_millis()
             .and_then(DateTime::<Utc>::from_timestamp_millis)
             .unwrap_or_default(),
-        record: Record {
+        record: Arc::new(Record {
             topic: message.topic().to_owned(),
             key: message
                 .key()
@@ -373,7 +373,8 @@ fn delivery(message: &impl Message) -> Delivery {
                 .unwrap_or_default(),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             headers,
-        },
+        }),
+        decoded: None,
     }
 }
 
@@ -639,7 +640,8 @@ impl Member {
 
     fn take(&mut self, mut delivery: Delivery) {
         let key = (delivery.record.topic.clone(), delivery.partition as i32);
-        delivery.record.topic = logical(&self.namespace, &delivery.record.topic).to_owned();
+        Arc::make_mut(&mut delivery.record).topic =
+            logical(&self.namespace, &delivery.record.topic).to_owned();
         let part = self.parts.entry(key).or_default();
         // After a rebalance the client fetches from the committed offset again: skip what is held.
         let seen = part.next.is_some_and(|next| delivery.offset < next)

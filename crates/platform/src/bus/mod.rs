@@ -90,7 +90,11 @@ pub struct Delivery {
     pub partition: u32,
     pub offset: u64,
     pub appended_at: DateTime<Utc>,
-    pub record: Record,
+    /// Shared: every group handed the record gets the same one.
+    pub record: Arc<Record>,
+    /// The record's envelope when the bus already holds it decoded (the embedded log, for events
+    /// emitted in this process): consumers then skip decoding the payload.
+    pub decoded: Option<Arc<Envelope>>,
 }
 
 /// What a subscription asks for.

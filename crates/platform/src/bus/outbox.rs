@@ -326,6 +326,7 @@ fn delivery(entry: &Entry, partition: u32) -> Delivery {
         offset: entry.id,
         appended_at: entry.created_at,
         record: entry.record.clone(),
+        decoded: entry.envelope.clone(),
     }
 }
 

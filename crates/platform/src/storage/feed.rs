@@ -18,6 +18,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
 
+use emporium_events::Envelope;
+
 use crate::bus::Record;
 
 /// Rows kept in memory per database for readers that keep up.
@@ -55,7 +57,9 @@ impl Outbox {
 pub struct Entry {
     pub id: u64,
     pub created_at: DateTime<Utc>,
-    pub record: Record,
+    pub record: Arc<Record>,
+    /// The envelope the record was made from, when it was emitted in this process.
+    pub envelope: Option<Arc<Envelope>>,
 }
 
 /// The database's log end and its most recent entries.
@@ -146,12 +150,13 @@ mod tests {
         Entry {
             id,
             created_at: Utc::now(),
-            record: Record {
+            record: Arc::new(Record {
                 topic: "t".into(),
                 key: "k".into(),
                 payload: id.to_string().into_bytes(),
                 headers: Default::default(),
-            },
+            }),
+            envelope: None,
         }
     }
 

@@ -333,13 +333,14 @@ pub(crate) fn outbox_entry(row: &Row) -> Result<Entry, StorageError> {
     Ok(Entry {
         id: row.get::<i64>(0)? as u64,
         created_at: DateTime::<Utc>::from_timestamp_millis(row.get(5)?).unwrap_or_default(),
-        record: Record {
+        record: Arc::new(Record {
             topic: row.get(1)?,
             key: row.get(2)?,
             payload: row.get(3)?,
             headers: serde_json::from_str(&headers)
                 .map_err(|e| StorageError::Query(format!("corrupt outbox headers: {e}")))?,
-        },
+        }),
+        envelope: None,
     })
 }
 

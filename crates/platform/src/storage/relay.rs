@@ -103,7 +103,7 @@ impl Relay {
         for row in &rows {
             let entry = outbox_entry(row)?;
             ids.push(entry.id as i64);
-            records.push(entry.record);
+            records.push(Arc::unwrap_or_clone(entry.record));
         }
         crate::crash::point("relay.before_publish");
         self.bus.publish(&records).await?;

@@ -84,6 +84,8 @@ const OUTBOX_KEY_LOCK_SEED: i64 = 0x656d_706f_7269;
 /// An event emitted in a transaction, written to the outbox at commit.
 struct OutboxRow {
     record: Record,
+    /// The event's envelope, handed to in-process consumers with the record.
+    envelope: Option<Arc<Envelope>>,
     /// `record.headers` as the outbox stores them (JSON).
     headers: String,
     created_at: i64,
@@ -150,16 +152,27 @@ impl Tx {
         );
         let record =
             Record::from_envelope(&envelope).map_err(|e| StorageError::Query(e.to_string()))?;
-        self.append(record)?;
+        // Kept for in-process consumers only when the outbox is served as a log.
+        let kept = self.outbox.is_log().then(|| Arc::new(envelope.clone()));
+        self.push(record, kept)?;
         Ok(envelope)
     }
 
     /// Appends a record as it is (the embedded bus publishing through its own database).
     pub(crate) fn append(&mut self, record: Record) -> Result<(), StorageError> {
+        self.push(record, None)
+    }
+
+    fn push(
+        &mut self,
+        record: Record,
+        envelope: Option<Arc<Envelope>>,
+    ) -> Result<(), StorageError> {
         let headers = serde_json::to_string(&record.headers)
             .map_err(|e| StorageError::Query(e.to_string()))?;
         self.emitted.push(OutboxRow {
             record,
+            envelope,
             headers,
             created_at: Utc::now().timestamp_millis(),
         });
@@ -274,7 +287,8 @@ impl Tx {
                 id: id as u64,
                 created_at: DateTime::<Utc>::from_timestamp_millis(row.created_at)
                     .unwrap_or_default(),
-                record: row.record,
+                record: Arc::new(row.record),
+                envelope: row.envelope,
             })
             .collect())
     }
