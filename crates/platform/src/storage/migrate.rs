@@ -70,9 +70,7 @@ pub(super) async fn apply(
             applied_at BIGINT NOT NULL)",
     )
     .await?;
-    // Owned copies: a future holding references across its awaits is not `Send` for every
-    // lifetime, which `async_trait` callers need.
-    let mut all: Vec<Migration> = PLATFORM_MIGRATIONS.iter().chain(service).copied().collect();
+    let mut all: Vec<&Migration> = PLATFORM_MIGRATIONS.iter().chain(service).collect();
     all.sort_by_key(|m| m.version);
     for migration in all {
         conn.execute_batch("BEGIN").await?;
@@ -92,7 +90,7 @@ pub(super) async fn apply(
 async fn apply_one(
     conn: &mut Conn,
     dialect: Dialect,
-    migration: Migration,
+    migration: &Migration,
 ) -> Result<(), StorageError> {
     let done: Option<i64> = query("SELECT version FROM schema_migrations WHERE version = $1")
         .bind(migration.version)
