@@ -108,14 +108,13 @@ impl Dispatcher {
         let mut tx = self.db.begin(EventContext::request(NAME, "")).await?;
         let mut claimed = Vec::with_capacity(due.len());
         for notification in due {
-            if store::claim(
-                tx.conn(),
-                notification.id,
-                now,
-                now + millis(self.pace.lease),
-            )
-            .await?
-            {
+            // The batch is sent one after another: each claim outlasts the sends before it, so
+            // that no other dispatcher takes a row this one has still to send.
+            let queued_sends = self.pace.send_timeout.saturating_mul(claimed.len() as u32);
+            let lease_until = now
+                .saturating_add(millis(self.pace.lease))
+                .saturating_add(millis(queued_sends));
+            if store::claim(tx.conn(), notification.id, now, lease_until).await? {
                 claimed.push(notification);
             }
         }
